@@ -1,0 +1,200 @@
+"""The one typed settings object, built once at start-up and passed down.
+
+Sources, lowest priority first: built-in defaults, the TOML file (``--config``, default
+``config/ecg2age.toml`` when present), then environment variables named
+``ECG2AGE__SECTION__KEY`` (for example ``ECG2AGE__LISTENER__PORT=11113``). Every key is
+optional; unknown keys and bad values stop start-up with a :class:`ConfigError` that names the
+key and the file. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ecg2age_dicom.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_CONFIG_PATH = Path("config/ecg2age.toml")
+SEND_BACK_TO_SENDER = "@sender"
+"""``[sr] send_to`` name meaning: the destination whose AE title called us with the ECG."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_ae_title(value: str) -> str:
+    """An AE title without padding; 1-16 characters, no backslash (PS3.5 AE VR)."""
+    if not 0 < len(value.strip()) <= 16 or "\\" in value:
+        raise ValueError("an AE title is 1 to 16 characters, without backslash")
+    return value.strip()
+
+
+class ListenerSettings(_Section):
+    """``[listener]``: the C-STORE SCP that receives ECGs."""
+
+    ae_title: str = "ECG2AGE"
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=1, le=65535)
+    allowed_calling_ae_titles: list[str] = []
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _allowed(cls, values: list[str]) -> list[str]:
+        return [check_ae_title(value) for value in values]
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value)
+
+
+class StorageSettings(_Section):
+    """``[storage]``: the results database and the spool of received and produced files."""
+
+    database_url: str = "sqlite:///var/ecg2age.sqlite3"
+    spool_dir: Path = Path("var/spool")
+
+
+class ModelSettings(_Section):
+    """``[model]``: which model card to load and how to batch."""
+
+    card: Path = Path("model_zoo/ECG2Age-PTBXL/model.toml")
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_batch_wait_ms: int = Field(50, ge=0, le=60_000)
+
+
+class SRSettings(_Section):
+    """``[sr]``: where Structured Reports go."""
+
+    send_to: list[str] = ["PACS"]
+
+
+class Destination(_Section):
+    """One ``[[destinations]]`` entry: a DICOM node that receives reports."""
+
+    name: str = Field(min_length=1)
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value)
+
+
+class DeliverySettings(_Section):
+    """``[delivery]``: the retry policy for sending reports."""
+
+    max_attempts: int = Field(10, ge=1)
+    initial_backoff_s: float = Field(5.0, gt=0)
+    max_backoff_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DeliverySettings:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+
+def _default_destinations() -> list[Destination]:
+    # A local test PACS (e.g. DCMTK storescp on 11113) so that the defaults start as they are.
+    return [Destination(name="PACS", ae_title="PACS", host="127.0.0.1", port=11113)]
+
+
+class Settings(BaseSettings):
+    """Every setting of ecg2age-dicom; see ``config/ecg2age.toml`` for the documented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ECG2AGE__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    listener: ListenerSettings = ListenerSettings()
+    storage: StorageSettings = StorageSettings()
+    model: ModelSettings = ModelSettings()
+    sr: SRSettings = SRSettings()
+    destinations: list[Destination] = Field(default_factory=_default_destinations)
+    delivery: DeliverySettings = DeliverySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _destinations_known(self) -> Settings:
+        names = [destination.name for destination in self.destinations]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"destinations: name(s) {', '.join(duplicates)} defined twice")
+        unknown = [n for n in self.sr.send_to if n != SEND_BACK_TO_SENDER and n not in names]
+        if unknown:
+            raise ValueError(
+                f"sr.send_to names {', '.join(unknown)} but no [[destinations]] entry has that "
+                f"name (defined: {', '.join(names) or 'none'}; '{SEND_BACK_TO_SENDER}' means "
+                "the sender)"
+            )
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Build the settings from ``path`` (or the default file when present) and the environment.
+
+    Parameters
+    ----------
+    path:
+        A TOML file. ``None`` means ``config/ecg2age.toml`` if it exists, else defaults only.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not TOML, or a key is unknown or has a bad value.
+    """
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    source = str(path) if path is not None else "built-in defaults"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"configuration file {path} cannot be read as TOML: {exc}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration in {source} (or its ECG2AGE__ environment overrides):\n"
+            + _describe(exc)
+        ) from None
+

@@ -1,0 +1,46 @@
+"""Reading DICOM files from disk: the file-system edge shared by the CLI and the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import FileDataset
+from pydicom.errors import InvalidDicomError
+
+from ecg2age_dicom.errors import InvalidECG
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Each path given, with directories replaced by every file below them, sorted."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+def read_dataset(path: Path) -> FileDataset:
+    """Read a DICOM file (Part 10, or a bare dataset without preamble).
+
+    Raises
+    ------
+    InvalidECG
+        The file is missing, unreadable or not DICOM.
+    """
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        pass  # no 128-byte preamble: some writers omit it; retry leniently below
+    except OSError as exc:
+        raise InvalidECG(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        dataset = pydicom.dcmread(path, force=True)
+        if len(dataset) == 0 or "SOPClassUID" not in dataset:
+            raise InvalidECG(f"{path} is not a DICOM file")
+        return dataset
+    except InvalidECG:
+        raise
+    except Exception as exc:  # pydicom raises many types on garbage; all mean "not DICOM"
+        raise InvalidECG(f"{path} is not a readable DICOM file: {exc}") from None

@@ -1,0 +1,27 @@
+"""The project's exception hierarchy: every error carries a reason a PACS administrator can act on."""
+
+from __future__ import annotations
+
+
+class Ecg2AgeError(Exception):
+    """Base class of every error raised on purpose by ecg2age-dicom."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidECG(Ecg2AgeError):
+    """The object cannot be decoded as a resting 12-lead ECG."""
+
+
+class ConfigError(Ecg2AgeError):
+    """The configuration file or environment holds an unknown key or a bad value."""
+
+
+class ModelError(Ecg2AgeError):
+    """A model card, model file or prediction is unusable."""
+
+
+class DeliveryError(Ecg2AgeError):
+    """A report could not be delivered to a destination."""

@@ -1,0 +1,463 @@
+"""Decoding DICOM ECG waveforms into one value the model can take.
+
+This module owns the step from a pydicom ``Dataset`` of any ECG waveform storage class
+(12-lead, General, Ambulatory, General 32-bit) to an :class:`ECG`: float32 samples in
+microvolts, shape (n, 12), leads in the order I, II, III, aVR, aVL, aVF, V1..V6.
+:func:`to_model_input` then resamples and crops/pads that to the model's (5000, 12) at 500 Hz.
+
+Everything here is a pure function of its input: no files, no network, no clock. Anything
+that cannot be a resting 12-lead ECG raises :class:`~ecg2age_dicom.errors.InvalidECG` with a
+reason that names the attribute at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+from pydicom.dataset import Dataset
+from scipy.signal import firwin, resample_poly
+
+from ecg2age_dicom.errors import InvalidECG
+
+LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+"""The model's lead order (ECG2Age and every model card here)."""
+
+REQUIRED_LEADS: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+"""Leads that must be recorded: the other four limb leads can be derived from I and II."""
+
+LIMB_LEADS_FROM_I_II: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
+
+ECG_WAVEFORM_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
+    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
+    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG Waveform Storage",
+    "1.2.840.10008.5.1.4.1.1.9.1.4": "General 32-bit ECG Waveform Storage",
+}
+
+MIN_SAMPLING_HZ = 50.0
+MAX_SAMPLING_HZ = 2000.0
+MIN_DURATION_S = 5.0
+MAX_DURATION_S = 60.0
+
+# CID 3001 lead numbers shared by MDC ("2:n", or the plain number 131072 + n) and SCP-ECG
+# ("5.6.3-9-n").
+_LEAD_BY_NUMBER: dict[int, str] = {
+    1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6",
+    61: "III", 62: "aVR", 63: "aVL", 64: "aVF",
+}  # fmt: skip
+_MDC_NUMERIC_BASE = 131072  # MDC partition 2 (ECG leads) as a 32-bit code: (2 << 16) + n
+_CANONICAL = {name.upper(): name for name in LEADS}
+_MEANING = re.compile(r"^\s*(?:lead\s+)?(III|II|I|AVR|AVL|AVF|V[1-6])(?![0-9A-Z])", re.IGNORECASE)
+
+# Channel sensitivity units (UCUM) to microvolts.
+_UV_PER_UNIT: dict[str, float] = {"uV": 1.0, "mV": 1000.0, "V": 1_000_000.0, "nV": 0.001}
+_UNIT_ALIASES: dict[str, str] = {"UV": "uV", "µV": "uV", "μV": "uV", "MICROVOLT": "uV",
+                                 "MV": "mV", "MILLIVOLT": "mV", "NV": "nV"}  # fmt: skip
+
+# Sample interpretations this decoder reads; mu-law / A-law (MB, AB) are not resting ECGs.
+_DTYPES: dict[tuple[int, str], str] = {
+    (8, "SB"): "i1", (16, "SS"): "i2", (32, "SL"): "i4",
+    (8, "UB"): "u1", (16, "US"): "u2", (32, "UL"): "u4",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ECG:
+    """A decoded resting 12-lead ECG, the one value that crosses from decoding to the model.
+
+    Attributes
+    ----------
+    samples:
+        float32 array (n, 12) in microvolts, columns in :data:`LEADS` order (read-only).
+    sampling_frequency:
+        Samples per second of ``samples`` as recorded.
+    leads_found:
+        The :data:`LEADS` that were recorded in the chosen multiplex group.
+    leads_derived:
+        The limb leads computed from I and II because the file did not hold them.
+    group_label:
+        Multiplex Group Label of the chosen group ("" when absent).
+    units:
+        Channel sensitivity units found on the used channels, e.g. ``("uV",)``.
+    sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid:
+        The source object's identity.
+    """
+
+    samples: np.ndarray
+    sampling_frequency: float
+    leads_found: tuple[str, ...]
+    leads_derived: tuple[str, ...]
+    group_label: str
+    units: tuple[str, ...]
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+    @property
+    def duration_s(self) -> float:
+        """Recording length in seconds."""
+        return self.samples.shape[0] / self.sampling_frequency
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel of a multiplex group: the lead it records (None: not one of ours)."""
+
+    lead: str | None
+    label: str
+
+
+def lead_from_code(value: str, scheme: str, meaning: str) -> str | None:
+    """Name of the lead a Channel Source code identifies, or None for any other channel.
+
+    Matches MDC ``2:n``, SCP-ECG ``5.6.3-9-n`` and the numeric MDC form ``131072 + n`` on
+    code value and scheme, then falls back to the Code Meaning ("Lead I (Einthoven)", "aVR").
+    """
+    value, scheme = value.strip(), scheme.strip().upper()
+    number: int | None = None
+    if scheme == "MDC" and value.startswith("2:") and value[2:].isdigit():
+        number = int(value[2:])
+    elif scheme.startswith("SCPECG") and value.startswith("5.6.3-9-") and value[8:].isdigit():
+        number = int(value[8:])
+    elif value.isdigit() and int(value) > _MDC_NUMERIC_BASE:
+        number = int(value) - _MDC_NUMERIC_BASE
+    if number is not None and number in _LEAD_BY_NUMBER:
+        return _LEAD_BY_NUMBER[number]
+    if number is not None:
+        return None  # a known scheme naming another lead (V7, X, derived...): not one of ours
+    match = _MEANING.match(meaning)
+    return _CANONICAL[match.group(1).upper()] if match else None
+
+
+def channels_of(group: Dataset) -> list[Channel]:
+    channels = []
+    for index, channel in enumerate(group.get("ChannelDefinitionSequence", [])):
+        source = channel.get("ChannelSourceSequence")
+        if not source:
+            channels.append(Channel(None, f"channel {index + 1}"))
+            continue
+        code = source[0]
+        value = str(code.get("CodeValue", code.get("LongCodeValue", "")))
+        lead = lead_from_code(value, str(code.get("CodingSchemeDesignator", "")),
+                              str(code.get("CodeMeaning", "")))
+        label = f"channel {index + 1} ({lead or code.get('CodeMeaning', value)})"
+        channels.append(Channel(lead, label))
+    return channels
+
+
+def _interpretation(group: Dataset) -> str:
+    interpretation = str(group.get("WaveformSampleInterpretation", "")).strip().upper()
+    if interpretation:
+        return interpretation
+    return {8: "SB", 16: "SS", 32: "SL"}.get(int(group.get("WaveformBitsAllocated", 0)), "")
+
+
+def _is_median(group: Dataset) -> bool:
+    label = str(group.get("MultiplexGroupLabel", "")).upper()
+    return "MEDIAN" in label or "AVERAGE" in label or "TEMPLATE" in label
+
+
+def choose_rhythm_group(ds: Dataset) -> tuple[int, list[Channel]]:
+    """Index and channels of the multiplex group to use as the rhythm recording.
+
+    Median-beat / template groups and groups in an unreadable sample format are never chosen.
+    Among the rest, the first of: holds I, II and V1-V6 together; labelled RHYTHM; ORIGINAL;
+    most samples.
+
+    Raises
+    ------
+    InvalidECG
+        No Waveform Sequence, or no group that could be a rhythm recording.
+    """
+    groups = ds.get("WaveformSequence")
+    if not groups:
+        raise InvalidECG("no Waveform Sequence (5400,0100): the object holds no waveform data")
+    candidates = {
+        index: channels_of(group) for index, group in enumerate(groups)
+        if not _is_median(group)
+        and (int(group.get("WaveformBitsAllocated", 0)), _interpretation(group)) in _DTYPES
+    }  # fmt: skip
+    if not candidates:
+        found = ", ".join(
+            f"'{g.get('MultiplexGroupLabel', '')}' ({g.get('WaveformSampleInterpretation', '?')})"
+            for g in groups
+        )
+        raise InvalidECG(f"no usable rhythm group: the Waveform Sequence holds only {found}")
+
+    def rank(index: int) -> tuple[bool, bool, bool, int]:
+        group, leads = groups[index], {channel.lead for channel in candidates[index]}
+        return (
+            set(REQUIRED_LEADS) <= leads,
+            "RHYTHM" in str(group.get("MultiplexGroupLabel", "")).upper(),
+            str(group.get("WaveformOriginality", "")).upper() == "ORIGINAL",
+            int(group.get("NumberOfWaveformSamples", 0)),
+        )
+
+    best = max(candidates, key=rank)
+    return best, candidates[best]
+
+
+def _byte_order(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.2":
+        return ">"
+    little = ds.original_encoding[1]
+    return "<" if little is None or little else ">"
+
+
+def _raw_samples(ds: Dataset, group: Dataset) -> np.ndarray:
+    n_channels = int(group.get("NumberOfWaveformChannels", 0))
+    n_samples = int(group.get("NumberOfWaveformSamples", 0))
+    if n_channels < 1 or n_samples < 1:
+        raise InvalidECG(
+            f"Number of Waveform Channels ({n_channels}) and Number of Waveform Samples "
+            f"({n_samples}) must both be positive"
+        )
+    bits = int(group.WaveformBitsAllocated)
+    dtype = np.dtype(_DTYPES[(bits, _interpretation(group))]).newbyteorder(_byte_order(ds))
+    data = group.get("WaveformData")
+    if data is None:
+        raise InvalidECG("the rhythm group has no Waveform Data (5400,1010)")
+    expected = n_channels * n_samples * dtype.itemsize
+    # OB/OW values are padded to an even length, so one spare byte is legal.
+    if len(data) not in (expected, expected + (expected % 2)):
+        raise InvalidECG(
+            f"Waveform Data holds {len(data)} bytes but {n_channels} channels x {n_samples} "
+            f"samples x {dtype.itemsize} bytes = {expected}: the data length is inconsistent"
+        )
+    return np.frombuffer(data, dtype=dtype, count=n_channels * n_samples).reshape(
+        n_samples, n_channels
+    )
+
+
+def _sign_extend(raw: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Keep only the low ``bits_stored`` bits of each sample, sign-extended (12-bit carts)."""
+    bits_allocated = raw.dtype.itemsize * 8
+    if not 0 < bits_stored < bits_allocated:
+        return raw
+    shift = bits_allocated - bits_stored
+    native = raw.astype(raw.dtype.newbyteorder("="))
+    if raw.dtype.kind == "u":
+        return native & ((1 << bits_stored) - 1)
+    return (native << shift) >> shift
+
+
+def _uv_per_unit(channel: Dataset, label: str) -> tuple[str, float]:
+    units = channel.get("ChannelSensitivityUnitsSequence")
+    if not units:
+        # Type 1C when sensitivity is present; every writer seen omitting it meant microvolts.
+        return "uV (assumed)", 1.0
+    code = str(units[0].get("CodeValue", "")).strip()
+    unit = code if code in _UV_PER_UNIT else _UNIT_ALIASES.get(code.upper())
+    if unit is None:
+        raise InvalidECG(
+            f"{label}: Channel Sensitivity Units '{code}' is not a voltage unit (uV, mV, V)"
+        )
+    return unit, _UV_PER_UNIT[unit]
+
+
+def _fill_padding(values: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    """Drop rows padded in every used channel at either end; interpolate any padding left."""
+    valid_rows = np.flatnonzero(~padded.all(axis=1))
+    if valid_rows.size == 0:
+        return values[:0]
+    values, padded = (a[valid_rows[0] : valid_rows[-1] + 1] for a in (values, padded))
+    positions = np.arange(values.shape[0])
+    for column in range(values.shape[1]):
+        holes = padded[:, column]
+        if holes.any() and not holes.all():
+            values[holes, column] = np.interp(
+                positions[holes], positions[~holes], values[~holes, column]
+            )
+    return values
+
+
+def decode(ds: Dataset) -> ECG:
+    """Decode a DICOM ECG waveform object into an :class:`ECG` in microvolts.
+
+    Chooses the rhythm group (:func:`choose_rhythm_group`), de-interleaves its channels,
+    applies Waveform Bits Stored, masks Waveform Padding Value, converts each channel to
+    microvolts (raw x Channel Sensitivity x Sensitivity Correction Factor + Channel Baseline,
+    in the channel's units), identifies leads by code, and derives III, aVR, aVL and aVF from
+    I and II when the file does not hold them. Padding at either end is cropped; padding
+    inside the recording is linearly interpolated.
+
+    Parameters
+    ----------
+    ds:
+        A dataset of any ECG waveform storage class.
+
+    Returns
+    -------
+    ECG
+
+    Raises
+    ------
+    InvalidECG
+        With a reason naming what is wrong: no waveform, no usable group, inconsistent data
+        length, a required lead missing, an uncalibrated channel, a sampling rate outside
+        50-2000 Hz, a recording shorter than 5 s or longer than 60 s, or a flat-line lead.
+    """
+    index, channels = choose_rhythm_group(ds)
+    group = ds.WaveformSequence[index]
+    label = str(group.get("MultiplexGroupLabel", ""))
+    fs = float(group.get("SamplingFrequency") or 0.0)
+    if not MIN_SAMPLING_HZ <= fs <= MAX_SAMPLING_HZ:
+        raise InvalidECG(
+            f"sampling rate {fs:g} Hz is out of range: accepted 50-2000 Hz (group '{label}')"
+        )
+    n_channels = int(group.get("NumberOfWaveformChannels", 0))
+    if len(channels) != n_channels:
+        raise InvalidECG(
+            f"Channel Definition Sequence has {len(channels)} items but Number of Waveform "
+            f"Channels is {n_channels}"
+        )
+    column_of: dict[str, int] = {}
+    for index, channel in enumerate(channels):
+        if channel.lead is not None:
+            column_of.setdefault(channel.lead, index)
+    missing = [lead for lead in REQUIRED_LEADS if lead not in column_of]
+    if missing:
+        found = ", ".join(lead for lead in LEADS if lead in column_of) or "none"
+        raise InvalidECG(
+            f"required lead(s) {', '.join(missing)} missing from group '{label}' "
+            f"(leads found: {found}); a resting 12-lead ECG needs I, II and V1-V6"
+        )
+
+    raw = _raw_samples(ds, group)
+    duration = raw.shape[0] / fs
+    if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        raise InvalidECG(
+            f"recording is {duration:.2f} s long: accepted {MIN_DURATION_S:g}-"
+            f"{MAX_DURATION_S:g} s (group '{label}', {raw.shape[0]} samples at {fs:g} Hz)"
+        )
+    padding = group.get("WaveformPaddingValue")
+    pad_value = (
+        np.frombuffer(padding, dtype=raw.dtype, count=1)[0] if padding is not None else None
+    )
+
+    found_leads = [lead for lead in LEADS if lead in column_of]
+    columns = [column_of[lead] for lead in found_leads]
+    definitions = group.ChannelDefinitionSequence
+    gains, offsets, units, bits_stored = [], [], [], []
+    for column in columns:
+        channel, name = definitions[column], channels[column].label
+        if channel.get("ChannelSensitivity") in (None, ""):
+            raise InvalidECG(
+                f"{name} is uncalibrated: no Channel Sensitivity (003A,0210), so its raw "
+                "counts cannot be converted to microvolts"
+            )
+        unit, uv = _uv_per_unit(channel, name)
+        units.append(unit)
+        correction = float(channel.get("ChannelSensitivityCorrectionFactor") or 1.0)
+        gains.append(float(channel.ChannelSensitivity) * correction * uv)
+        offsets.append(float(channel.get("ChannelBaseline") or 0.0) * uv)
+        bits_stored.append(int(channel.get("WaveformBitsStored", 0) or 0))
+    used = raw[:, columns]
+    padded = used == pad_value if pad_value is not None else None
+    if len(set(bits_stored)) == 1:
+        used = _sign_extend(used, bits_stored[0])
+    else:
+        used = np.stack([_sign_extend(used[:, i], b) for i, b in enumerate(bits_stored)], 1)
+    # float32 throughout: int16 x float64 broadcasting takes numpy's slow mixed-type path.
+    values = used.astype(np.float32) * np.float32(gains) + np.float32(offsets)
+    if padded is not None and padded.any():
+        values = _fill_padding(values, padded)
+        if values.shape[0] / fs < MIN_DURATION_S:
+            raise InvalidECG(
+                f"recording is {values.shape[0] / fs:.2f} s long once Waveform Padding Value "
+                f"samples are removed: at least {MIN_DURATION_S:g} s is needed"
+            )
+
+    flat = np.flatnonzero(np.ptp(values, axis=0) == 0.0)
+    if flat.size:
+        lead = found_leads[flat[0]]
+        raise InvalidECG(
+            f"lead {lead} is a flat line (every sample {values[0, flat[0]]:g} uV): electrode "
+            "off or channel not recorded"
+        )
+
+    samples = np.empty((values.shape[0], len(LEADS)), dtype=np.float32)
+    samples[:, [LEADS.index(lead) for lead in found_leads]] = values
+    derived = tuple(lead for lead in LIMB_LEADS_FROM_I_II if lead not in column_of)
+    if derived:
+        limb = derive_limb_leads(samples[:, 0], samples[:, 1])
+        for lead in derived:
+            samples[:, LEADS.index(lead)] = limb[lead]
+
+    samples.flags.writeable = False
+    return ECG(
+        samples=samples,
+        sampling_frequency=fs,
+        leads_found=tuple(found_leads),
+        leads_derived=derived,
+        group_label=label,
+        units=tuple(dict.fromkeys(units)),
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+    )
+
+
+def derive_limb_leads(lead_i: np.ndarray, lead_ii: np.ndarray) -> dict[str, np.ndarray]:
+    """III, aVR, aVL and aVF from Einthoven's I and II (Goldberger's augmented leads)."""
+    return {
+        "III": lead_ii - lead_i,
+        "aVR": -(lead_i + lead_ii) / 2.0,
+        "aVL": lead_i - lead_ii / 2.0,
+        "aVF": lead_ii - lead_i / 2.0,
+    }
+
+
+@lru_cache(maxsize=64)
+def _antialias_filter(up: int, down: int) -> np.ndarray:
+    """scipy's own default resample_poly filter, designed once per ratio instead of per call."""
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    return taps.astype(np.float32)  # resample_poly applies the gain of `up` itself
+
+
+def resample(samples: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
+    """Polyphase resampling along time (axis 0) with linear edge padding, float32 out.
+
+    ``padtype="line"`` keeps the edges from drooping (the default zero padding makes a flat
+    1000 uV signal start at 750 uV). The ratio is the exact fraction to_hz / from_hz, limited
+    to a denominator of 1000 for non-integer rates.
+    """
+    ratio = (Fraction(to_hz) / Fraction(from_hz)).limit_denominator(1000)
+    if ratio == 1:
+        return np.asarray(samples, dtype=np.float32)
+    up, down = ratio.numerator, ratio.denominator
+    by_lead = np.ascontiguousarray(samples.T, dtype=np.float32)  # filter along contiguous rows
+    out = resample_poly(by_lead, up, down, axis=1, window=_antialias_filter(up, down),
+                        padtype="line")  # fmt: skip
+    return out.T.astype(np.float32)
+
+
+def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad along time to exactly ``n`` rows, keeping the recording centred."""
+    length = samples.shape[0]
+    if length >= n:
+        start = (length - n) // 2
+        return samples[start : start + n]
+    before = (n - length) // 2
+    return np.pad(samples, ((before, n - length - before), (0, 0)))
+
+
+def to_model_input(ecg: ECG, fs: int = 500, seconds: float = 10.0) -> np.ndarray:
+    """The model's input: float32 (fs x seconds, 12) in microvolts, leads in :data:`LEADS` order.
+
+    Length policy: the recording is resampled to ``fs`` with :func:`resample`, then a longer
+    recording is cropped to its central ``seconds`` and a shorter one (5 s or more, see
+    :func:`decode`) is zero-padded equally on both sides. Training and evaluation of the
+    default model use this same function, so the policy is the one the model was trained on.
+    """
+    target = int(round(fs * seconds))
+    return np.ascontiguousarray(fit_length(resample(ecg.samples, ecg.sampling_frequency, fs), target))
+
