@@ -1,4 +1,4 @@
-"""ecg2age-dicom: score resting 12-lead DICOM ECGs with ECG2Age and file the result as a DICOM SR."""
+"""ecg2age-dicom: score resting 12-lead DICOM ECGs with ECG2Age, file the result as an SR."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -156,16 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score resting 12-lead DICOM ECGs with ECG2Age and file the result as an SR.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML configuration file (default: config/ecg2age.toml if present)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML configuration file (default: config/ecg2age.toml if present)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser(
         "inspect", help="decode ECG files and show what the model would receive"
     )
-    inspect.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                         help="DICOM files or directories (searched recursively)")
+    inspect.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="DICOM files or directories (searched recursively)",
+    )
     inspect.add_argument("--format", choices=("table", "json"), default="table")
     inspect.set_defaults(handler=cmd_inspect)
 

@@ -197,4 +197,3 @@ def load_settings(path: Path | None = None) -> Settings:
             f"invalid configuration in {source} (or its ECG2AGE__ environment overrides):\n"
             + _describe(exc)
         ) from None
-

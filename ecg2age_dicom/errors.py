@@ -1,4 +1,4 @@
-"""The project's exception hierarchy: every error carries a reason a PACS administrator can act on."""
+"""The exception hierarchy: each error carries a reason a PACS administrator can act on."""
 
 from __future__ import annotations
 

@@ -143,8 +143,9 @@ def channels_of(group: Dataset) -> list[Channel]:
             continue
         code = source[0]
         value = str(code.get("CodeValue", code.get("LongCodeValue", "")))
-        lead = lead_from_code(value, str(code.get("CodingSchemeDesignator", "")),
-                              str(code.get("CodeMeaning", "")))
+        lead = lead_from_code(
+            value, str(code.get("CodingSchemeDesignator", "")), str(code.get("CodeMeaning", ""))
+        )
         label = f"channel {index + 1} ({lead or code.get('CodeMeaning', value)})"
         channels.append(Channel(lead, label))
     return channels
@@ -337,9 +338,7 @@ def decode(ds: Dataset) -> ECG:
             f"{MAX_DURATION_S:g} s (group '{label}', {raw.shape[0]} samples at {fs:g} Hz)"
         )
     padding = group.get("WaveformPaddingValue")
-    pad_value = (
-        np.frombuffer(padding, dtype=raw.dtype, count=1)[0] if padding is not None else None
-    )
+    pad_value = np.frombuffer(padding, dtype=raw.dtype, count=1)[0] if padding is not None else None
 
     found_leads = [lead for lead in LEADS if lead in column_of]
     columns = [column_of[lead] for lead in found_leads]
@@ -458,6 +457,7 @@ def to_model_input(ecg: ECG, fs: int = 500, seconds: float = 10.0) -> np.ndarray
     :func:`decode`) is zero-padded equally on both sides. Training and evaluation of the
     default model use this same function, so the policy is the one the model was trained on.
     """
-    target = int(round(fs * seconds))
-    return np.ascontiguousarray(fit_length(resample(ecg.samples, ecg.sampling_frequency, fs), target))
-
+    target = round(fs * seconds)
+    return np.ascontiguousarray(
+        fit_length(resample(ecg.samples, ecg.sampling_frequency, fs), target)
+    )

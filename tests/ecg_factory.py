@@ -65,7 +65,7 @@ class FactoryECG:
 def ecg_signal(fs: float, seconds: float, seed: int = 0) -> np.ndarray:
     """A synthetic 12-lead signal in uV with Einthoven-consistent limb leads."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(round(fs * seconds))) / fs
+    t = np.arange(round(fs * seconds)) / fs
     heart = 2 * np.pi * 1.2 * t
     out = np.empty((t.size, len(LEADS)))
     out[:, 0] = 400 * np.sin(heart) + 60 * np.sin(3 * heart + 0.3)

@@ -280,7 +280,9 @@ def test_resampling_keeps_amplitude_and_frequency(fs, frequency, amplitude, phas
     t500 = np.arange(out.shape[0]) / 500
     inner = slice(250, out.shape[0] - 250)  # away from the edges
     # Least-squares fit at the true frequency gives the amplitude kept through resampling.
-    basis = np.stack([np.sin(2 * np.pi * frequency * t500), np.cos(2 * np.pi * frequency * t500)], 1)
+    basis = np.stack(
+        [np.sin(2 * np.pi * frequency * t500), np.cos(2 * np.pi * frequency * t500)], 1
+    )
     coef, *_ = np.linalg.lstsq(basis[inner], out[inner], rcond=None)
     assert np.hypot(*coef) == pytest.approx(amplitude, rel=0.01)
     # And the spectrum peaks at the same frequency (0.1 Hz bins over 10 s).
