@@ -7,6 +7,7 @@ stage modules, prints, and returns the process exit code.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -15,15 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from pydicom.uid import UID
 
 from ecg2age_dicom import __version__, waveform
-from ecg2age_dicom.config import load_settings
+from ecg2age_dicom.age import chronological_age
+from ecg2age_dicom.config import Settings, load_settings
 from ecg2age_dicom.dicomfile import expand_paths, read_dataset
-from ecg2age_dicom.errors import ConfigError, InvalidECG
+from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
+from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
 
 MODEL_FS = 500
 MODEL_SECONDS = 10.0
+DEFAULT_DATA_DIR = Path("../shared/data")
+PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
+PREDICT_FIELDS = ("path", "sop_instance_uid", "predicted_age_years", "chronological_age_years",
+                  "age_gap_years", "model_name", "model_version", "error")  # fmt: skip
 
 
 @dataclass
@@ -150,6 +158,176 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _card_path(args: argparse.Namespace, settings: Settings) -> Path:
+    return args.card or settings.model.card
+
+
+def load_runtime(args: argparse.Namespace, settings: Settings) -> ModelRuntime:
+    """The model named by ``--card`` or the configuration, loaded as the service loads it."""
+    return ModelRuntime.load(
+        _card_path(args, settings),
+        verify_sha256=settings.model.verify_sha256,
+        intra_op_threads=settings.model.intra_op_threads,
+        inter_op_threads=settings.model.inter_op_threads,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    runtime = load_runtime(args, settings)
+    card = runtime.card
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], np.ndarray, float | None]] = []
+    for path in expand_paths(args.paths):
+        row: dict[str, Any] = dict.fromkeys(PREDICT_FIELDS)
+        row.update(path=str(path), model_name=card.name, model_version=card.version)
+        rows.append(row)
+        try:
+            dataset = read_dataset(path)
+            row["sop_instance_uid"] = str(dataset.get("SOPInstanceUID", "")) or None
+            ecg = waveform.decode(dataset)
+        except InvalidECG as exc:
+            row["error"] = exc.reason
+            continue
+        model_input = waveform.to_model_input(
+            ecg, card.input.sampling_rate_hz, card.input.samples / card.input.sampling_rate_hz
+        )
+        pending.append((row, model_input, chronological_age(dataset)))
+    for start in range(0, len(pending), settings.model.batch_size):
+        chunk = pending[start : start + settings.model.batch_size]
+        ages = runtime.predict(np.stack([model_input for _, model_input, _ in chunk]))
+        for (row, _, chronological), predicted in zip(chunk, ages, strict=True):
+            row["predicted_age_years"] = _round(float(predicted))
+            row["chronological_age_years"] = _round(chronological)
+            if chronological is not None:
+                row["age_gap_years"] = _round(float(predicted) - chronological)
+    _print_rows(rows, args.format, out)
+    return 0 if rows and all(row["error"] is None for row in rows) else 1
+
+
+def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        for row in rows:
+            print(json.dumps(row), file=out)
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=PREDICT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(f"{'predicted':>10} {'chrono':>7} {'gap':>7}  path / reason", file=out)
+        for row in rows:
+            if row["error"]:
+                print(f"{'-':>10} {'-':>7} {'-':>7}  {row['path']}: {row['error']}", file=out)
+                continue
+            cells = [row["predicted_age_years"], row["chronological_age_years"],
+                     row["age_gap_years"]]  # fmt: skip
+            text = [f"{c:.1f}" if c is not None else "?" for c in cells]
+            print(f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}", file=out)
+        if rows:
+            print(f"model: {rows[0]['model_name']} {rows[0]['model_version']}", file=out)
+
+
+def cmd_model_info(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    card = load_card(_card_path(args, settings))
+    present = card.path.is_file()
+    sha_ok = present and sha256_of(card.path) == card.sha256
+    info = {
+        "name": card.name, "version": card.version, "intended_use": card.intended_use,
+        "validated_for_clinical_use": card.validated_for_clinical_use,
+        "file": str(card.path), "file_present": present, "sha256_ok": sha_ok,
+        "sha256": card.sha256, "size_bytes": card.size_bytes, "source_url": card.source_url,
+        "input": card.input.model_dump(), "output": card.output.model_dump(),
+        "metrics": {name: m.model_dump(exclude_none=True) for name, m in card.metrics.items()},
+    }  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(info), file=out)
+        return 0
+    for key in ("name", "version", "intended_use", "file", "size_bytes", "source_url"):
+        print(f"{key:<16} {info[key]}", file=out)
+    state = "sha256 OK" if sha_ok else ("sha256 MISMATCH" if present else "MISSING (model fetch)")
+    print(f"{'file state':<16} {state}", file=out)
+    print(f"{'input':<16} {card.input.samples} x {len(card.input.leads)} at "
+          f"{card.input.sampling_rate_hz} Hz, {card.input.normalization}", file=out)  # fmt: skip
+    print(f"{'output':<16} years = output x {card.output.scale} + {card.output.offset}",
+          file=out)  # fmt: skip
+    for name, values in info["metrics"].items():
+        print(f"metrics {name}: " + ", ".join(f"{k} {v}" for k, v in values.items()), file=out)
+    return 0
+
+
+def cmd_model_fetch(args: argparse.Namespace, out: TextIO) -> int:
+    from ecg2age_dicom.fetch import fetch, progress_printer
+
+    settings = load_settings(args.config)
+    card = load_card(_card_path(args, settings))
+    path = fetch(card, progress_printer())
+    print(f"\n{path}: sha256 {card.sha256} OK", file=out)
+    return 0
+
+
+def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
+    from pydicom.data import get_testdata_file
+
+    settings = load_settings(args.config)
+    card = load_card(_card_path(args, settings))
+    check_file(card)
+    print(f"{card.path}: sha256 OK", file=out)
+    runtime = load_runtime(args, settings)
+    sample = Path(get_testdata_file("waveform_ecg.dcm"))
+    dataset = read_dataset(sample)
+    model_input = waveform.to_model_input(waveform.decode(dataset))
+    age = float(runtime.predict(model_input[None])[0])
+    chronological = chronological_age(dataset)
+    print(f"pydicom sample ECG ({sample.name}, Patient's Age {dataset.get('PatientAge')}): "
+          f"predicted {age:.1f} years by {card.name} {card.version}", file=out)  # fmt: skip
+    low, high = PLAUSIBLE_AGE_YEARS
+    if not low <= age <= high:
+        print(f"WARNING: {age:.1f} years is outside {low:g}-{high:g}: the card's [output] "
+              "scale/offset is probably wrong for this model", file=out)  # fmt: skip
+        return 1
+    if chronological is not None:
+        print(f"chronological age {chronological:.1f} years", file=out)
+    return 0
+
+
+def cmd_model_train(args: argparse.Namespace, out: TextIO) -> int:
+    from ecg2age_dicom.training.train import train, write_card
+
+    result = train(args.data, args.out, epochs=args.epochs, seed=args.seed,
+                   limit_per_fold=args.limit_per_fold, threads=args.threads)  # fmt: skip
+    card_path = write_card(args.out, result, args.version)
+    print(f"exported {result.model_path} after {result.epochs_run} epochs (best validation "
+          f"MAE {result.best_val_mae_years:.2f} years); card {card_path}; next: "
+          f"ecg2age-dicom model evaluate --card {card_path}", file=out)  # fmt: skip
+    return 0
+
+
+def cmd_model_evaluate(args: argparse.Namespace, out: TextIO) -> int:
+    from ecg2age_dicom.training.evaluate import evaluate, write_metrics
+
+    settings = load_settings(args.config)
+    runtime = load_runtime(args, settings)
+    plots = None if args.no_write else runtime.card.folder
+    evaluation = evaluate(runtime, args.data, plots)
+    print(f"{'test set':<28}{'n':>6}{'MAE':>8}{'RMSE':>8}{'R^2':>8}{'r':>8}", file=out)
+    for name, m in evaluation.results.items():
+        print(f"{name:<28}{m.n:>6}{m.mae:>8.2f}{m.rmse:>8.2f}{m.r2:>8.3f}{m.pearson_r:>8.3f}",
+              file=out)  # fmt: skip
+    agreement = evaluation.sampling_rate_agreement
+    print(f"same ECGs at native 500 Hz vs 100 Hz: n={agreement['n']:.0f}, mean |difference| "
+          f"{agreement['mean_abs_difference_years']:.2f} years, r {agreement['pearson_r']:.3f}",
+          file=out)  # fmt: skip
+    if not args.no_write:
+        write_metrics(_card_path(args, settings), evaluation.results)
+        print(f"metrics written to {_card_path(args, settings)}; plots in {plots}", file=out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg2age-dicom",
@@ -178,6 +356,45 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--format", choices=("table", "json"), default="table")
     inspect.set_defaults(handler=cmd_inspect)
 
+    predict = commands.add_parser("predict", help="predict ages for ECG files")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.add_argument("--card", type=Path, help="model card (default: [model] card)")
+    predict.set_defaults(handler=cmd_predict)
+
+    model = commands.add_parser("model", help="model cards: info, fetch, verify, train, evaluate")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    actions = {
+        "info": (cmd_model_info, "show the card, its metrics and the file's state"),
+        "fetch": (cmd_model_fetch, "download the card's weights (resumable, sha256-checked)"),
+        "verify": (cmd_model_verify, "check sha256 and predict pydicom's sample ECG"),
+        "evaluate": (cmd_model_evaluate, "measure on PTB-XL folds 9-10 and CODE-15%"),
+    }
+    for name, (handler, text) in actions.items():
+        action = model_commands.add_parser(name, help=text)
+        action.add_argument("--card", type=Path, help="model card (default: [model] card)")
+        action.set_defaults(handler=handler)
+        if name == "info":
+            action.add_argument("--format", choices=("table", "json"), default="table")
+        if name == "evaluate":
+            action.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+            action.add_argument(
+                "--no-write",
+                action="store_true",
+                help="print only; leave the card and plots unchanged",
+            )
+    train = model_commands.add_parser("train", help="train the default model (ECG2Age-PTBXL)")
+    train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    train.add_argument("--out", type=Path, default=Path("model_zoo/ECG2Age-PTBXL"))
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--seed", type=int, default=20261128)
+    train.add_argument("--version", default="1.0.0")
+    train.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
+    train.add_argument(
+        "--limit-per-fold", type=int, default=None, help="first N records of each fold (smoke runs)"
+    )
+    train.set_defaults(handler=cmd_model_train)
+
     serve = commands.add_parser("serve", help="run the DICOM service")
     serve.set_defaults(handler=cmd_serve)
     return parser
@@ -195,3 +412,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         print(f"ecg2age-dicom: {exc.reason}", file=sys.stderr)
         return 2
+    except ModelError as exc:
+        print(f"ecg2age-dicom: {exc.reason}", file=sys.stderr)
+        return 1

@@ -71,6 +71,9 @@ class ModelSettings(_Section):
     card: Path = Path("model_zoo/ECG2Age-PTBXL/model.toml")
     batch_size: int = Field(32, ge=1, le=1024)
     max_batch_wait_ms: int = Field(50, ge=0, le=60_000)
+    verify_sha256: bool = True
+    intra_op_threads: int = Field(0, ge=0)
+    inter_op_threads: int = Field(0, ge=0)
 
 
 class SRSettings(_Section):

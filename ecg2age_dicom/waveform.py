@@ -415,7 +415,7 @@ def derive_limb_leads(lead_i: np.ndarray, lead_ii: np.ndarray) -> dict[str, np.n
 
 
 @lru_cache(maxsize=64)
-def _antialias_filter(up: int, down: int) -> np.ndarray:
+def antialias_filter(up: int, down: int) -> np.ndarray:
     """scipy's own default resample_poly filter, designed once per ratio instead of per call."""
     max_rate = max(up, down)
     taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
@@ -434,7 +434,7 @@ def resample(samples: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
         return np.asarray(samples, dtype=np.float32)
     up, down = ratio.numerator, ratio.denominator
     by_lead = np.ascontiguousarray(samples.T, dtype=np.float32)  # filter along contiguous rows
-    out = resample_poly(by_lead, up, down, axis=1, window=_antialias_filter(up, down),
+    out = resample_poly(by_lead, up, down, axis=1, window=antialias_filter(up, down),
                         padtype="line")  # fmt: skip
     return out.T.astype(np.float32)
 

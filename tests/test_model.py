@@ -1,0 +1,253 @@
+"""Model cards, loading, normalisation, output transforms and the micro-batcher."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecg2age_dicom.errors import ModelError
+from ecg2age_dicom.model import (
+    CardInput,
+    CardOutput,
+    MicroBatcher,
+    ModelRuntime,
+    configure_tensorflow,
+    load_card,
+    normalize,
+    sha256_of,
+    years_from_output,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD_HEAD = """\
+name = "Tiny"
+version = "0.1"
+intended_use = "tests only"
+file = "tiny.keras"
+sha256 = "{sha}"
+size_bytes = {size}
+"""
+
+
+def tiny_model(path: Path, outputs: str = "single") -> Path:
+    """A small Keras model with the ECG2Age input contract (mean of lead I, scaled)."""
+    keras = configure_tensorflow()
+    inputs = keras.Input((5000, 12))
+    pooled = keras.layers.GlobalAveragePooling1D()(inputs)
+    first = keras.layers.Dense(1, name="age", kernel_initializer="ones")(pooled)
+    if outputs == "single":
+        model = keras.Model(inputs, first)
+    else:
+        second = keras.layers.Dense(2, name="sex", kernel_initializer="zeros")(pooled)
+        model = keras.Model(inputs, {"age": first, "sex": second})
+    model.save(path)
+    return path
+
+
+def write_card(folder: Path, model_file: Path, extra: str = "", sha: str | None = None) -> Path:
+    card = folder / "model.toml"
+    head = CARD_HEAD.format(sha=sha or sha256_of(model_file), size=model_file.stat().st_size)
+    card.write_text(head + extra)
+    return card
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    return tiny_model(folder / "tiny.keras")
+
+
+# -- cards ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ECG2Age", "ECG2Age-PTBXL"])
+def test_shipped_cards_parse(name):
+    card = load_card(ROOT / "model_zoo" / name / "model.toml")
+    assert card.name == name
+    assert card.input.sampling_rate_hz == 500 and card.input.samples == 5000
+    assert card.input.leads[:3] == ("I", "II", "III")
+    assert card.input.normalization == "per_lead_zscore"
+    assert card.output.units == "a"
+    assert not card.validated_for_clinical_use
+    assert "not validated for clinical use" in card.clinical_use_warning
+
+
+def test_real_ecg2age_card_describes_the_ml4h_file():
+    card = load_card(ROOT / "model_zoo" / "ECG2Age" / "model.toml")
+    assert card.sha256 == "f840659e9c7c694ecbc7b6217cc66ec0d1450d5644e5d90f3a030fd0e48b2e8c"
+    assert card.size_bytes == 398_462_559
+    assert (card.output.scale, card.output.offset) == (1.0, 0.0)
+    assert "ml4h" in card.source_url and card.source_url.endswith("ECG2Age.keras")
+
+
+def test_default_card_holds_measured_test_metrics():
+    card = load_card(ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml")
+    test = card.metrics["ptbxl_test"]
+    assert test.n == 4259 and test.mae is not None and test.pearson_r is not None
+    assert card.path.is_file() and sha256_of(card.path) == card.sha256
+    assert card.path.stat().st_size == card.size_bytes <= 20_000_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("colour = 'red'\n", "colour: unknown key"),
+        ("[input]\nnormalization = 'minmax'\n", "input.normalization"),
+        ("[output]\nunits = 'months'\n", "output.units"),
+        ("[metrics.x]\nn = 0\n", "metrics.x.n"),
+    ],
+)
+def test_card_errors_name_the_key(tmp_path, tiny, extra, message):
+    card = write_card(tmp_path, tiny, extra)
+    with pytest.raises(ModelError) as caught:
+        load_card(card)
+    assert message in caught.value.reason and str(card) in caught.value.reason
+
+
+def test_missing_card_and_bad_sha_format(tmp_path, tiny):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_card(tmp_path / "absent.toml")
+    with pytest.raises(ModelError, match="sha256"):
+        load_card(write_card(tmp_path, tiny, sha="not-a-sha"))
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def test_sha_mismatch_is_refused_unless_disabled(tmp_path, tiny):
+    shutil.copy(tiny, tmp_path / "tiny.keras")
+    card = write_card(tmp_path, tiny, sha="0" * 64)
+    with pytest.raises(ModelError, match="refusing to load"):
+        ModelRuntime.load(card)
+    runtime = ModelRuntime.load(card, verify_sha256=False)
+    assert runtime.predict(np.ones((1, 5000, 12), np.float32)).shape == (1,)
+
+
+def test_missing_model_file_says_how_to_get_it(tmp_path, tiny):
+    card = write_card(tmp_path, tiny)  # the card points at tmp_path/tiny.keras: not there
+    with pytest.raises(ModelError, match="model fetch"):
+        ModelRuntime.load(card)
+
+
+def test_runtime_applies_normalisation_and_output_transform(tmp_path, tiny):
+    shutil.copy(tiny, tmp_path / "tiny.keras")
+    extra = "[input]\nnormalization = 'scale'\nscale = 0.001\n[output]\nscale = 2.0\noffset = 50\n"
+    runtime = ModelRuntime.load(write_card(tmp_path, tiny, extra))
+    batch = np.full((3, 5000, 12), 1000.0, np.float32) * np.array([1, 2, 3])[:, None, None]
+    # The tiny model sums the 12 lead means (weights 1, bias 0): 12 * mean after x 0.001.
+    np.testing.assert_allclose(runtime.predict(batch), [74.0, 98.0, 122.0], rtol=1e-5)
+    with pytest.raises(ModelError, match="does not match"):
+        runtime.predict(np.zeros((1, 2500, 12), np.float32))
+
+
+def test_dict_output_model_with_key(tmp_path):
+    model = tiny_model(tmp_path / "tiny.keras", outputs="dict")
+    runtime = ModelRuntime.load(write_card(tmp_path, model, "[output]\nkey = 'age'\n"))
+    batch = np.zeros((2, 5000, 12), np.float32)
+    batch[1] += np.arange(5000, dtype=np.float32)[:, None] % 7  # any non-flat signal
+    np.testing.assert_allclose(runtime.predict(batch), [0.0, 0.0], atol=1e-4)  # z-scored: mean 0
+    # Ambiguous outputs are refused at load time (the warm-up call), not at the first ECG.
+    with pytest.raises(ModelError, match="set \\[output\\] key"):
+        ModelRuntime.load(write_card(tmp_path, model))
+
+
+def test_normalisation_math():
+    rng = np.random.default_rng(0)
+    batch = rng.normal(300, 80, (2, 5000, 12)).astype(np.float32)
+    z = normalize(batch, CardInput(normalization="per_lead_zscore"))
+    np.testing.assert_allclose(z.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=1), 1, atol=1e-4)
+    lead = batch[1, :, 4].astype(float)
+    np.testing.assert_allclose(z[1, :, 4], (lead - lead.mean()) / (lead.std() + 1e-6), atol=1e-4)
+    flat = normalize(np.full((1, 5000, 12), 7.0, np.float32), CardInput())
+    assert np.all(np.isfinite(flat)) and np.all(flat == 0)
+    scaled = normalize(batch, CardInput(normalization="scale", scale=0.5))
+    np.testing.assert_allclose(scaled, batch * 0.5)
+
+
+@pytest.mark.parametrize(
+    ("output", "key", "expected"),
+    [
+        (np.array([[1.0], [2.0]]), None, [21.0, 23.0]),
+        ({"age": np.array([[1.0], [2.0]])}, None, [21.0, 23.0]),
+        ({"age": np.array([[1.0], [2.0]]), "sex": np.zeros((2, 2))}, "age", [21.0, 23.0]),
+        ([np.zeros((2, 2)), np.array([[1.0], [2.0]])], 1, [21.0, 23.0]),
+    ],
+)
+def test_output_transform(output, key, expected):
+    years = years_from_output(output, CardOutput(key=key, scale=2.0, offset=19.0))
+    np.testing.assert_allclose(years, expected)
+
+
+@pytest.mark.parametrize(
+    ("output", "key"),
+    [
+        ({"a": np.zeros((1, 1)), "b": np.zeros((1, 1))}, None),
+        ({"a": np.zeros((1, 1))}, "b"),
+        ([np.zeros((1, 1))], 3),
+    ],
+)
+def test_output_key_errors(output, key):
+    with pytest.raises(ModelError):
+        years_from_output(output, CardOutput(key=key))
+
+
+# -- micro-batcher ---------------------------------------------------------------------------
+
+
+def test_micro_batcher_gives_each_caller_its_own_result():
+    batch_sizes: list[int] = []
+    lock = threading.Lock()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            batch_sizes.append(len(batch))
+        return batch[:, 0, 0] * 2.0
+
+    batcher = MicroBatcher(predict, batch_size=8, max_wait_ms=20)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            values = list(range(200))
+            futures = list(pool.map(
+                lambda v: batcher.submit(np.full((4, 12), v, np.float32)), values))  # fmt: skip
+            results = [future.result(timeout=10) for future in futures]
+    finally:
+        batcher.close()
+    assert results == [2.0 * v for v in values]
+    assert sum(batch_sizes) == 200 and max(batch_sizes) <= 8
+    assert len(batch_sizes) < 200  # concurrent callers were batched together
+
+
+def test_micro_batcher_flushes_a_lone_caller_after_the_wait():
+    batcher = MicroBatcher(lambda batch: batch[:, 0, 0], batch_size=64, max_wait_ms=10)
+    try:
+        assert batcher.submit(np.full((2, 12), 5.0)).result(timeout=5) == 5.0
+    finally:
+        batcher.close()
+
+
+def test_micro_batcher_passes_errors_to_every_caller_and_keeps_running():
+    calls = []
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return batch[:, 0, 0]
+
+    batcher = MicroBatcher(predict, batch_size=4, max_wait_ms=50)
+    try:
+        first = [batcher.submit(np.zeros((2, 12))) for _ in range(3)]
+        for future in first:
+            with pytest.raises(RuntimeError, match="exploded"):
+                future.result(timeout=5)
+        assert batcher.submit(np.ones((2, 12))).result(timeout=5) == 1.0
+    finally:
+        batcher.close()
+    with pytest.raises(ModelError, match="closed"):
+        batcher.submit(np.zeros((2, 12)))
