@@ -87,6 +87,8 @@ def fetch(
                         progress(received, total)
                 out.flush()
                 os.fsync(out.fileno())
+            if total is not None and received < total:
+                raise ConnectionError(f"connection closed after {received} of {total} bytes")
     except urllib.error.HTTPError as exc:
         raise ModelError(f"download of {card.source_url} failed: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:

@@ -96,6 +96,7 @@ def train(
         _dataset(tf, x_train, y_train, batch_size, seed, train=True),
         validation_data=_dataset(tf, x_val, y_val, 256, seed, train=False),
         epochs=epochs,
+        shuffle=False,  # the tf.data pipeline shuffles, with the seed
         callbacks=[
             keras.callbacks.EarlyStopping(
                 monitor="val_mae", patience=patience, restore_best_weights=True
