@@ -7,6 +7,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -20,8 +21,8 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 class RangeHandler(BaseHTTPRequestHandler):
     """Serves PAYLOAD with Range support; ``cut_after`` bytes then a dropped connection."""
 
-    cut_after: int | None = None
-    requests: list[str | None] = []
+    cut_after: ClassVar[int | None] = None
+    requests: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
         RangeHandler.requests.append(self.headers.get("Range"))

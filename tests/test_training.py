@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from ecg2age_dicom.model import Metrics, ModelRuntime, load_card
 from ecg2age_dicom.training import data
