@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -17,21 +18,25 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from ecg2age_dicom import __version__, waveform
+from ecg2age_dicom import __version__, sr, waveform
 from ecg2age_dicom.age import chronological_age
 from ecg2age_dicom.config import Settings, load_settings
-from ecg2age_dicom.dicomfile import expand_paths, read_dataset
+from ecg2age_dicom.dicomfile import dataset_bytes, expand_paths, read_dataset, write_atomically
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
+from ecg2age_dicom.pipeline import algorithm_of
+from ecg2age_dicom.store import make_engine, queries, session_factory, upgrade
 
 MODEL_FS = 500
 MODEL_SECONDS = 10.0
 DEFAULT_DATA_DIR = Path("../shared/data")
 PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
 PREDICT_FIELDS = ("path", "sop_instance_uid", "predicted_age_years", "chronological_age_years",
-                  "age_gap_years", "model_name", "model_version", "error")  # fmt: skip
+                  "age_gap_years", "model_name", "model_version", "error", "sr_sop_instance_uid",
+                  "sr_path")  # fmt: skip
 
 
 @dataclass
@@ -181,7 +186,7 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     runtime = load_runtime(args, settings)
     card = runtime.card
     rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], np.ndarray, float | None]] = []
+    pending: list[tuple[dict[str, Any], np.ndarray, Dataset]] = []
     for path in expand_paths(args.paths):
         row: dict[str, Any] = dict.fromkeys(PREDICT_FIELDS)
         row.update(path=str(path), model_name=card.name, model_version=card.version)
@@ -196,15 +201,25 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
         model_input = waveform.to_model_input(
             ecg, card.input.sampling_rate_hz, card.input.samples / card.input.sampling_rate_hz
         )
-        pending.append((row, model_input, chronological_age(dataset)))
+        del dataset.WaveformSequence  # keep only the header for the SR
+        pending.append((row, model_input, dataset))
     for start in range(0, len(pending), settings.model.batch_size):
         chunk = pending[start : start + settings.model.batch_size]
         ages = runtime.predict(np.stack([model_input for _, model_input, _ in chunk]))
-        for (row, _, chronological), predicted in zip(chunk, ages, strict=True):
+        for (row, _, header), predicted in zip(chunk, ages, strict=True):
+            chronological = chronological_age(header)
             row["predicted_age_years"] = _round(float(predicted))
             row["chronological_age_years"] = _round(chronological)
             if chronological is not None:
                 row["age_gap_years"] = _round(float(predicted) - chronological)
+            if args.sr_dir is not None:
+                document = sr.build_report(header, algorithm_of(card), float(predicted),
+                                           chronological, sr_class=sr.SRClass(
+                                               settings.sr.sop_class))  # fmt: skip
+                path = args.sr_dir / f"{document.SOPInstanceUID}.dcm"
+                write_atomically(path, dataset_bytes(document))
+                row["sr_sop_instance_uid"] = str(document.SOPInstanceUID)
+                row["sr_path"] = str(path)
     _print_rows(rows, args.format, out)
     return 0 if rows and all(row["error"] is None for row in rows) else 1
 
@@ -328,6 +343,46 @@ def cmd_model_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(queries.ResultRow))
+
+
+def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        rows = [dataclasses.asdict(row) for row in
+                queries.results(session, args.status, args.limit)]  # fmt: skip
+    engine.dispose()
+    if args.format == "json":
+        print(json.dumps(rows, indent=1), file=out)
+    elif args.format == "csv":
+        writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(f"{'received':<20} {'status':<16}{'pred':>6}{'chrono':>7}{'gap':>7}  "
+              "SOP Instance UID / error", file=out)  # fmt: skip
+        for row in rows:
+            cells = [row["predicted_age_years"], row["chronological_age_years"],
+                     row["age_gap_years"]]  # fmt: skip
+            text = [f"{c:.1f}" if c is not None else "-" for c in cells]
+            detail = row["sop_instance_uid"] + (f"  {row['error']}" if row["error"] else "")
+            print(f"{row['received_at'][:19]:<20} {row['status']:<16}{text[0]:>6}{text[1]:>7}"
+                  f"{text[2]:>7}  {detail}", file=out)  # fmt: skip
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    engine.dispose()
+    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date",
+          file=out)  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg2age-dicom",
@@ -360,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--card", type=Path, help="model card (default: [model] card)")
+    predict.add_argument(
+        "--sr-dir",
+        type=Path,
+        default=None,
+        help="write a Structured Report per ECG into this folder",
+    )
     predict.set_defaults(handler=cmd_predict)
 
     model = commands.add_parser("model", help="model cards: info, fetch, verify, train, evaluate")
@@ -394,6 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-per-fold", type=int, default=None, help="first N records of each fold (smoke runs)"
     )
     train.set_defaults(handler=cmd_model_train)
+
+    results = commands.add_parser("results", help="list received ECGs and their outcome")
+    results.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    results.add_argument("--limit", type=int, default=100)
+    results.add_argument("--status", choices=("received", "processing", "predicted", "failed",
+                                              "delivered", "delivery_failed"))  # fmt: skip
+    results.set_defaults(handler=cmd_results)
+
+    database = commands.add_parser("db", help="database maintenance")
+    database_commands = database.add_subparsers(dest="db_command", required=True,
+                                                metavar="ACTION")  # fmt: skip
+    database_commands.add_parser("upgrade", help="apply the schema migrations").set_defaults(
+        handler=cmd_db_upgrade
+    )
 
     serve = commands.add_parser("serve", help="run the DICOM service")
     serve.set_defaults(handler=cmd_serve)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -80,6 +80,7 @@ class SRSettings(_Section):
     """``[sr]``: where Structured Reports go."""
 
     send_to: list[str] = ["PACS"]
+    sop_class: Literal["comprehensive", "enhanced", "comprehensive3d"] = "comprehensive"
 
 
 class Destination(_Section):

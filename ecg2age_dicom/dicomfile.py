@@ -1,12 +1,15 @@
-"""Reading DICOM files from disk: the file-system edge shared by the CLI and the pipeline."""
+"""DICOM files on disk: reading them, and writing them atomically (the spool's rule)."""
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 
 from ecg2age_dicom.errors import InvalidECG
@@ -44,3 +47,27 @@ def read_dataset(path: Path) -> FileDataset:
         raise
     except Exception as exc:  # pydicom raises many types on garbage; all mean "not DICOM"
         raise InvalidECG(f"{path} is not a readable DICOM file: {exc}") from None
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+    return path
+
+
+def dataset_bytes(dataset: Dataset) -> bytes:
+    """A dataset as a DICOM Part 10 file, in memory."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -1,0 +1,254 @@
+"""The one place that knows the order of the stages.
+
+    spool file + "received" row
+      -> claim a batch (store) -> read + decode (waveform) -> predict the batch (model)
+      -> build each SR (sr) -> write it to the spool -> prediction, report and one delivery
+         per destination in one transaction (store)
+
+A decoding failure marks the row "failed" with its reason and moves the file to quarantine.
+The same SOP Instance UID is never predicted twice by the same model version: received rows
+are unique per UID, and a row that already has this model's prediction is not predicted
+again. A restart resumes every row that is not final (claims of a dead worker are requeued
+after ``claim_timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session, sessionmaker
+
+from ecg2age_dicom import sr, waveform
+from ecg2age_dicom.age import chronological_age
+from ecg2age_dicom.config import SEND_BACK_TO_SENDER, Destination
+from ecg2age_dicom.dicomfile import dataset_bytes, read_dataset, write_atomically
+from ecg2age_dicom.errors import InvalidECG
+from ecg2age_dicom.model import ModelCard, ModelRuntime
+from ecg2age_dicom.store import queries
+from ecg2age_dicom.store.models import InstanceStatus, Prediction, ReceivedInstance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spool:
+    """The spool's folders: received ECGs, quarantined ones, and produced SRs."""
+
+    root: Path
+
+    @property
+    def received(self) -> Path:
+        return self.root / "received"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "sr"
+
+    def received_path(self, sop_instance_uid: str) -> Path:
+        return self.received / f"{sop_instance_uid}.dcm"
+
+    def report_path(self, sr_sop_instance_uid: str) -> Path:
+        return self.reports / f"{sr_sop_instance_uid}.dcm"
+
+
+def algorithm_of(card: ModelCard) -> sr.AlgorithmDescription:
+    """What an SR says about the card's model."""
+    return sr.AlgorithmDescription(
+        card.name, card.version, card.intended_use, card.validated_for_clinical_use
+    )
+
+
+def default_worker_id() -> str:
+    """host:pid, so that claims say who holds them."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Decoded:
+    instance: ReceivedInstance
+    header: Dataset
+    model_input: np.ndarray
+    chronological_age: float | None
+
+
+class Pipeline:
+    """Turns received instances into predictions, SRs and pending deliveries."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        runtime: ModelRuntime,
+        spool: Spool,
+        *,
+        send_to: Sequence[str],
+        destinations: Sequence[Destination] = (),
+        sr_class: sr.SRClass = sr.SRClass.COMPREHENSIVE,
+        batch_size: int = 32,
+        worker_id: str | None = None,
+        claim_timeout: timedelta = timedelta(minutes=2),
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.spool = spool
+        self.send_to = list(send_to)
+        self.destinations = list(destinations)
+        self.sr_class = sr_class
+        self.batch_size = batch_size
+        self.worker_id = worker_id or default_worker_id()
+        self.claim_timeout = claim_timeout
+        self.algorithm = algorithm_of(runtime.card)
+
+    def ingest_file(self, path: Path, calling_ae_title: str = "", peer: str = "") -> bool:
+        """Copy a file into the spool and record it (a file drop instead of a C-STORE).
+
+        Returns False when the same SOP Instance UID was already received.
+        """
+        dataset = read_dataset(path)
+        uid = str(dataset.SOPInstanceUID)
+        target = self.spool.received_path(uid)
+        with self.sessions.begin() as session:
+            _, created = queries.record_received(session, queries.NewInstance(
+                sop_instance_uid=uid,
+                study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+                series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
+                sop_class_uid=str(dataset.get("SOPClassUID", "")),
+                spool_path=str(target), calling_ae_title=calling_ae_title, peer_address=peer,
+            ))  # fmt: skip
+            if created:
+                write_atomically(target, Path(path).read_bytes())
+        return created
+
+    def resume(self) -> int:
+        """Requeue claims left by dead workers; returns how many."""
+        with self.sessions.begin() as session:
+            count = queries.requeue_stale_claims(session, self.claim_timeout)
+        if count:
+            log.info("requeued stale claims count=%d", count)
+        return count
+
+    def run_once(self) -> int:
+        """Claim and process one batch; returns how many instances it finished."""
+        with self.sessions() as session:
+            card = self.runtime.card
+            with session.begin():
+                claimed = queries.claim_received(session, self.worker_id, self.batch_size)
+                done = queries.already_predicted(session, [row.id for row in claimed],
+                                                 card.name, card.version)  # fmt: skip
+                for instance in claimed:
+                    if instance.id in done:  # predicted before a crash: never twice
+                        instance.status = InstanceStatus.PREDICTED
+                        instance.claimed_by = None
+            if not claimed:
+                return 0
+            decoded, failures = self._decode([row for row in claimed if row.id not in done])
+            try:
+                ages = self._predict(decoded)
+            except Exception:
+                log.exception("model failed; batch returned to the queue size=%d", len(decoded))
+                with session.begin():
+                    for item in decoded:
+                        item.instance.status = InstanceStatus.RECEIVED
+                        item.instance.claimed_by = None
+                raise
+            reports = [self._write_report(item, age) for item, age in zip(decoded, ages,
+                                                                          strict=True)]  # fmt: skip
+            with session.begin():
+                for instance, reason in failures:
+                    queries.mark_failed(session, instance, reason)
+                    self._quarantine(instance)
+                for item, (prediction, sr_uid, sr_path) in zip(decoded, reports, strict=True):
+                    queries.save_result(
+                        session,
+                        item.instance,
+                        prediction,
+                        sr_uid,
+                        str(sr_path),
+                        self._destinations_for(item.instance),
+                    )
+            for instance, reason in failures:
+                log.warning("ecg failed sop_instance_uid=%s reason=%s",
+                            instance.sop_instance_uid, reason)  # fmt: skip
+            for item, (prediction, sr_uid, _) in zip(decoded, reports, strict=True):
+                log.info("ecg predicted sop_instance_uid=%s predicted_age=%.1f sr=%s model=%s %s",
+                         item.instance.sop_instance_uid, prediction.predicted_age_years, sr_uid,
+                         self.algorithm.name, self.algorithm.version)  # fmt: skip
+            return len(claimed)
+
+    def run_until_idle(self) -> int:
+        """Process batches until nothing is left to claim; returns how many were finished."""
+        total = 0
+        while finished := self.run_once():
+            total += finished
+        return total
+
+    def _decode(
+        self, claimed: list[ReceivedInstance]
+    ) -> tuple[list[_Decoded], list[tuple[ReceivedInstance, str]]]:
+        decoded, failures = [], []
+        card = self.runtime.card
+        for instance in claimed:
+            try:
+                dataset = read_dataset(Path(instance.spool_path))
+                ecg = waveform.decode(dataset)
+            except InvalidECG as exc:
+                failures.append((instance, exc.reason))
+                continue
+            model_input = waveform.to_model_input(
+                ecg, card.input.sampling_rate_hz, card.input.samples / card.input.sampling_rate_hz
+            )
+            del dataset.WaveformSequence  # the SR needs the header only
+            decoded.append(_Decoded(instance, dataset, model_input, chronological_age(dataset)))
+        return decoded, failures
+
+    def _predict(self, decoded: list[_Decoded]) -> np.ndarray:
+        if not decoded:
+            return np.empty(0)
+        return self.runtime.predict(np.stack([item.model_input for item in decoded]))
+
+    def _write_report(self, item: _Decoded, age: float) -> tuple[Prediction, str, Path]:
+        chronological = item.chronological_age
+        document = sr.build_report(item.header, self.algorithm, float(age), chronological,
+                                   sr_class=self.sr_class)  # fmt: skip
+        path = write_atomically(
+            self.spool.report_path(document.SOPInstanceUID), dataset_bytes(document)
+        )
+        prediction = Prediction(
+            model_name=self.algorithm.name,
+            model_version=self.algorithm.version,
+            predicted_age_years=round(float(age), 2),
+            chronological_age_years=None if chronological is None else round(chronological, 2),
+            age_gap_years=None if chronological is None else round(float(age) - chronological, 2),
+        )
+        return prediction, str(document.SOPInstanceUID), path
+
+    def _destinations_for(self, instance: ReceivedInstance) -> list[str]:
+        names = []
+        for name in self.send_to:
+            if name != SEND_BACK_TO_SENDER:
+                names.append(name)
+                continue
+            sender = next((d.name for d in self.destinations
+                           if d.ae_title == instance.calling_ae_title), None)  # fmt: skip
+            # Kept as "@sender" when no destination matches: delivery then reports why.
+            names.append(sender or SEND_BACK_TO_SENDER)
+        return names
+
+    def _quarantine(self, instance: ReceivedInstance) -> None:
+        source = Path(instance.spool_path)
+        if source.exists():
+            target = self.spool.quarantine / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            instance.spool_path = str(target)

@@ -1,0 +1,46 @@
+"""Every coded concept the ECG-age Structured Report uses, in one place.
+
+No standard code means "age predicted from an ECG" or "ECG age gap", so those two come from
+this project's private coding scheme ``99ECG2AGE`` (the "99" prefix marks a private scheme in
+DICOM PS3.16; the SR declares it in Coding Scheme Identification Sequence). Chronological age
+uses LOINC 30525-0 "Age", its usual meaning. Units are UCUM "a" (year).
+
+| concept                    | value       | scheme    | meaning                                  |
+|----------------------------|-------------|-----------|------------------------------------------|
+| predicted age              | ECGAGE      | 99ECG2AGE | ECG-predicted age                        |
+| chronological age          | 30525-0     | LN        | Age                                      |
+| age gap                    | ECGAGEGAP   | 99ECG2AGE | ECG age gap (predicted - chronological)  |
+| intended use (name)        | INTENDEDUSE | 99ECG2AGE | Intended use of the algorithm            |
+| research only (value)      | RESEARCH    | 99ECG2AGE | Not validated for clinical use           |
+| clinically validated       | CLINICAL    | 99ECG2AGE | Validated for clinical use               |
+| procedure reported         | 268400002   | SCT       | 12 lead ECG                              |
+| algorithm family           | 123110      | DCM       | Artificial Intelligence                  |
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+PRIVATE_SCHEME = "99ECG2AGE"
+
+PREDICTED_AGE = Code("ECGAGE", PRIVATE_SCHEME, "ECG-predicted age")
+CHRONOLOGICAL_AGE = Code("30525-0", "LN", "Age")
+AGE_GAP = Code("ECGAGEGAP", PRIVATE_SCHEME, "ECG age gap (predicted - chronological)")
+INTENDED_USE = Code("INTENDEDUSE", PRIVATE_SCHEME, "Intended use of the algorithm")
+RESEARCH_ONLY = Code("RESEARCH", PRIVATE_SCHEME, "Not validated for clinical use")
+CLINICALLY_VALIDATED = Code("CLINICAL", PRIVATE_SCHEME, "Validated for clinical use")
+TWELVE_LEAD_ECG = Code("268400002", "SCT", "12 lead ECG")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+YEARS = codes.UCUM.Year
+DEVICE = codes.DCM.Device
+
+
+def private_scheme_identification() -> Dataset:
+    """The Coding Scheme Identification Sequence item that declares ``99ECG2AGE``."""
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "ecg2age-dicom ECG age concepts"
+    item.CodingSchemeResponsibleOrganization = "ecg2age-dicom project"
+    return item

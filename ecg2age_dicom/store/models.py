@@ -1,0 +1,118 @@
+"""The results tables, as typed SQLAlchemy 2 ORM classes.
+
+States (DESIGN.md, durability rules): an instance is ``received`` -> ``processing`` (claimed
+by a worker) -> ``predicted`` | ``failed``; each report has one delivery per destination,
+``pending`` -> ``delivered`` | ``delivery_failed``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID = String(64)
+
+
+class InstanceStatus(str, enum.Enum):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PREDICTED = "predicted"
+    FAILED = "failed"
+
+
+class DeliveryStatus(str, enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery_failed"
+
+
+def _enum(kind: type[enum.Enum], name: str) -> Enum:
+    return Enum(kind, name=name, native_enum=False, length=20,
+                values_callable=lambda members: [m.value for m in members])  # fmt: skip
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReceivedInstance(Base):
+    """One ECG received (or dropped into the spool), whatever became of it."""
+
+    __tablename__ = "received_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    series_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    sop_class_uid: Mapped[str] = mapped_column(UID, default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    spool_path: Mapped[str] = mapped_column(Text)
+    status: Mapped[InstanceStatus] = mapped_column(
+        _enum(InstanceStatus, "instance_status"), default=InstanceStatus.RECEIVED, index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="instance")
+
+
+class Prediction(Base):
+    """One model version's age for one instance (never two for the same pair)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("instance_id", "model_name", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("received_instances.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    predicted_age_years: Mapped[float] = mapped_column(Float)
+    chronological_age_years: Mapped[float | None] = mapped_column(Float, default=None)
+    age_gap_years: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    instance: Mapped[ReceivedInstance] = relationship(back_populates="predictions")
+    report: Mapped[Report | None] = relationship(back_populates="prediction")
+
+
+class Report(Base):
+    """The Structured Report written for a prediction."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), unique=True)
+    sr_sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    prediction: Mapped[Prediction] = relationship(back_populates="report")
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="report", order_by="Delivery.id"
+    )
+
+
+class Delivery(Base):
+    """Sending one report to one destination, with its retry state."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("report_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    report: Mapped[Report] = relationship(back_populates="deliveries")

@@ -1,0 +1,237 @@
+"""The store's operations: record, claim, finish, and list results.
+
+Each function takes a Session and leaves the commit to the caller, so that a stage can put
+several changes in one transaction. Claims are single statements: ``UPDATE ... WHERE id IN
+(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) RETURNING`` on PostgreSQL; on SQLite the same
+statement without the locking clause, atomic because SQLite has one writer at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from ecg2age_dicom.store.models import (
+    Delivery,
+    DeliveryStatus,
+    InstanceStatus,
+    Prediction,
+    ReceivedInstance,
+    Report,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """What the listener (or a file drop) knows about a received ECG."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    spool_path: str
+    calling_ae_title: str = ""
+    peer_address: str = ""
+    status: InstanceStatus = InstanceStatus.RECEIVED
+    error: str | None = None
+
+
+def record_received(session: Session, new: NewInstance) -> tuple[ReceivedInstance, bool]:
+    """Insert a received instance; the same SOP Instance UID again returns the existing row.
+
+    Returns
+    -------
+    (row, created)
+        ``created`` is False for a duplicate: nothing was changed.
+    """
+    existing = session.scalar(
+        select(ReceivedInstance).where(ReceivedInstance.sop_instance_uid == new.sop_instance_uid)
+    )
+    if existing is not None:
+        return existing, False
+    row = ReceivedInstance(**new.__dict__, received_at=utcnow())
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # another connection inserted the same UID meanwhile
+        existing = session.scalar(
+            select(ReceivedInstance).where(
+                ReceivedInstance.sop_instance_uid == new.sop_instance_uid
+            )
+        )
+        assert existing is not None
+        return existing, False
+    return row, True
+
+
+def claim_received(session: Session, worker: str, limit: int) -> list[ReceivedInstance]:
+    """Atomically move up to ``limit`` received instances to processing for ``worker``."""
+    candidates = (
+        select(ReceivedInstance.id)
+        .where(ReceivedInstance.status == InstanceStatus.RECEIVED)
+        .order_by(ReceivedInstance.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
+        .scalar_subquery()
+    )
+    claimed_ids = session.scalars(
+        update(ReceivedInstance)
+        .where(ReceivedInstance.id.in_(candidates))
+        .where(ReceivedInstance.status == InstanceStatus.RECEIVED)
+        .values(status=InstanceStatus.PROCESSING, claimed_by=worker, claimed_at=utcnow())
+        .returning(ReceivedInstance.id)
+    ).all()
+    if not claimed_ids:
+        return []
+    rows = session.scalars(
+        select(ReceivedInstance)
+        .where(ReceivedInstance.id.in_(claimed_ids))
+        .order_by(ReceivedInstance.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    return list(rows)
+
+
+def requeue_stale_claims(session: Session, older_than: timedelta) -> int:
+    """Give claims of workers that died (older than ``older_than``) back to the queue."""
+    result = session.execute(
+        update(ReceivedInstance)
+        .where(ReceivedInstance.status == InstanceStatus.PROCESSING)
+        .where(ReceivedInstance.claimed_at < utcnow() - older_than)
+        .values(status=InstanceStatus.RECEIVED, claimed_by=None, claimed_at=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def mark_failed(session: Session, instance: ReceivedInstance, reason: str) -> None:
+    """Final state for an instance that cannot be used, with the reason."""
+    instance.status = InstanceStatus.FAILED
+    instance.error = reason
+    instance.claimed_by = None
+
+
+def already_predicted(
+    session: Session, instance_ids: Sequence[int], model_name: str, model_version: str
+) -> set[int]:
+    """Which of these instances this model version has already predicted."""
+    return set(
+        session.scalars(
+            select(Prediction.instance_id).where(
+                Prediction.instance_id.in_(instance_ids),
+                Prediction.model_name == model_name,
+                Prediction.model_version == model_version,
+            )
+        )
+    )
+
+
+def save_result(
+    session: Session,
+    instance: ReceivedInstance,
+    prediction: Prediction,
+    sr_sop_instance_uid: str,
+    sr_path: str,
+    destinations: Sequence[str],
+) -> Report:
+    """Store a prediction, its report and one pending delivery per destination."""
+    now = utcnow()
+    prediction.instance_id = instance.id
+    prediction.created_at = now
+    report = Report(sr_sop_instance_uid=sr_sop_instance_uid, path=sr_path, created_at=now)
+    report.prediction = prediction
+    for destination in dict.fromkeys(destinations):
+        report.deliveries.append(
+            Delivery(
+                destination=destination,
+                status=DeliveryStatus.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+    session.add_all([prediction, report])
+    instance.status = InstanceStatus.PREDICTED
+    instance.error = None
+    instance.claimed_by = None
+    return report
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One line of ``ecg2age-dicom results``."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    status: str
+    received_at: str
+    calling_ae_title: str
+    predicted_age_years: float | None
+    chronological_age_years: float | None
+    age_gap_years: float | None
+    model_name: str | None
+    model_version: str | None
+    error: str | None
+    sr_sop_instance_uid: str | None
+
+
+def overall_status(instance: ReceivedInstance, report: Report | None) -> str:
+    """received | processing | failed | predicted | delivered | delivery_failed."""
+    if instance.status != InstanceStatus.PREDICTED or report is None or not report.deliveries:
+        return instance.status.value
+    states = {delivery.status for delivery in report.deliveries}
+    if DeliveryStatus.DELIVERY_FAILED in states:
+        return DeliveryStatus.DELIVERY_FAILED.value
+    if states == {DeliveryStatus.DELIVERED}:
+        return DeliveryStatus.DELIVERED.value
+    return InstanceStatus.PREDICTED.value
+
+
+def results(session: Session, status: str | None = None, limit: int = 100) -> list[ResultRow]:
+    """The newest instances first, with their prediction, report and delivery state."""
+    query = (
+        select(ReceivedInstance)
+        .options(
+            selectinload(ReceivedInstance.predictions)
+            .selectinload(Prediction.report)
+            .selectinload(Report.deliveries)
+        )
+        .order_by(ReceivedInstance.id.desc())
+    )
+    if status in {s.value for s in InstanceStatus} and status != InstanceStatus.PREDICTED:
+        query = query.where(ReceivedInstance.status == InstanceStatus(status))
+    elif status is not None:  # predicted / delivered / delivery_failed: decided per row below
+        query = query.where(ReceivedInstance.status == InstanceStatus.PREDICTED)
+    rows: list[ResultRow] = []
+    for instance in session.scalars(query).yield_per(500):
+        prediction = max(instance.predictions, key=lambda p: p.id, default=None)
+        report = prediction.report if prediction else None
+        row_status = overall_status(instance, report)
+        if status is not None and row_status != status:
+            continue
+        rows.append(
+            ResultRow(
+                sop_instance_uid=instance.sop_instance_uid,
+                study_instance_uid=instance.study_instance_uid,
+                status=row_status,
+                received_at=instance.received_at.isoformat(),
+                calling_ae_title=instance.calling_ae_title,
+                predicted_age_years=prediction.predicted_age_years if prediction else None,
+                chronological_age_years=prediction.chronological_age_years if prediction else None,
+                age_gap_years=prediction.age_gap_years if prediction else None,
+                model_name=prediction.model_name if prediction else None,
+                model_version=prediction.model_version if prediction else None,
+                error=instance.error,
+                sr_sop_instance_uid=report.sr_sop_instance_uid if report else None,
+            )
+        )
+        if len(rows) >= limit:
+            break
+    return rows

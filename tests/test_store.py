@@ -1,0 +1,157 @@
+"""The results store on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import inspect, select
+
+from ecg2age_dicom.store import queries
+from ecg2age_dicom.store.models import (
+    DeliveryStatus,
+    InstanceStatus,
+    Prediction,
+    ReceivedInstance,
+    Report,
+)
+
+
+def new(uid: str) -> queries.NewInstance:
+    return queries.NewInstance(sop_instance_uid=uid, study_instance_uid="1.2.3",
+                               series_instance_uid="1.2.3.4", sop_class_uid="1.2.840.10008.5.1.4.1.1.9.1.1",
+                               spool_path=f"/spool/{uid}.dcm", calling_ae_title="CART")  # fmt: skip
+
+
+def test_migrations_create_every_table(store):
+    engine, _ = store
+    tables = set(inspect(engine).get_table_names())
+    assert {"received_instances", "predictions", "reports", "deliveries",
+            "alembic_version"} <= tables  # fmt: skip
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(store):
+    engine, _ = store
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as connection:
+        pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                   for name in ("journal_mode", "busy_timeout", "foreign_keys")}  # fmt: skip
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
+
+
+def test_same_uid_twice_is_one_row(store):
+    _, sessions = store
+    with sessions.begin() as session:
+        first, created = queries.record_received(session, new("1.1"))
+        assert created
+    with sessions.begin() as session:
+        again, created = queries.record_received(session, new("1.1"))
+        assert not created and again.id == first.id
+    with sessions() as session:
+        assert len(session.scalars(select(ReceivedInstance)).all()) == 1
+
+
+def test_concurrent_claimers_never_take_the_same_row(store):
+    _, sessions = store
+    with sessions.begin() as session:
+        for i in range(300):
+            queries.record_received(session, new(f"2.{i}"))
+    claimed: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        mine: list[int] = []
+        try:
+            while True:
+                with sessions.begin() as session:
+                    rows = queries.claim_received(session, name, 7)
+                    mine += [row.id for row in rows]
+                if not rows:
+                    break
+        except BaseException as exc:  # reported below, with the thread's name
+            errors.append(exc)
+        claimed.append(mine)
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    every = [row_id for mine in claimed for row_id in mine]
+    assert len(every) == 300 and len(set(every)) == 300
+    assert sum(1 for mine in claimed if mine) > 1  # the work really was shared
+    with sessions() as session:
+        statuses = set(session.scalars(select(ReceivedInstance.status)))
+        assert statuses == {InstanceStatus.PROCESSING}
+
+
+def test_stale_claims_are_requeued(store):
+    _, sessions = store
+    with sessions.begin() as session:
+        queries.record_received(session, new("3.1"))
+    with sessions.begin() as session:
+        assert len(queries.claim_received(session, "dead-worker", 10)) == 1
+    with sessions.begin() as session:
+        assert queries.requeue_stale_claims(session, timedelta(minutes=5)) == 0
+        assert queries.requeue_stale_claims(session, timedelta(seconds=-1)) == 1
+    with sessions.begin() as session:
+        assert [row.sop_instance_uid for row in queries.claim_received(session, "w", 10)] == [
+            "3.1"
+        ]
+
+
+def test_results_follow_the_row_through_its_states(store):
+    _, sessions = store
+    with sessions.begin() as session:
+        for uid in ("4.1", "4.2"):
+            queries.record_received(session, new(uid))
+    with sessions.begin() as session:
+        first, second = queries.claim_received(session, "w", 10)
+        queries.mark_failed(session, second, "lead V3 missing")
+        report = queries.save_result(
+            session, first,
+            Prediction(model_name="M", model_version="1", predicted_age_years=61.5,
+                       chronological_age_years=50.0, age_gap_years=11.5),
+            "9.9.9", "/spool/sr/9.9.9.dcm", ["PACS", "ARCHIVE", "PACS"],
+        )  # fmt: skip
+        assert [d.destination for d in report.deliveries] == ["PACS", "ARCHIVE"]
+    with sessions() as session:
+        rows = {row.sop_instance_uid: row for row in queries.results(session)}
+    assert rows["4.2"].status == "failed" and rows["4.2"].error == "lead V3 missing"
+    assert rows["4.1"].status == "predicted" and rows["4.1"].sr_sop_instance_uid == "9.9.9"
+    assert (rows["4.1"].predicted_age_years, rows["4.1"].age_gap_years) == (61.5, 11.5)
+
+    with sessions.begin() as session:
+        deliveries = session.scalars(select(Report)).one().deliveries
+        deliveries[0].status = DeliveryStatus.DELIVERED
+    with sessions() as session:
+        assert queries.results(session, status="predicted")[0].sop_instance_uid == "4.1"
+    with sessions.begin() as session:
+        deliveries = session.scalars(select(Report)).one().deliveries
+        deliveries[1].status = DeliveryStatus.DELIVERED
+    with sessions() as session:
+        assert [r.sop_instance_uid for r in queries.results(session, status="delivered")] == [
+            "4.1"
+        ]
+    with sessions.begin() as session:
+        deliveries = session.scalars(select(Report)).one().deliveries
+        deliveries[1].status = DeliveryStatus.DELIVERY_FAILED
+    with sessions() as session:
+        assert queries.results(session, status="delivery_failed")[0].sop_instance_uid == "4.1"
+        assert queries.results(session, status="failed")[0].sop_instance_uid == "4.2"
+        assert len(queries.results(session, limit=1)) == 1
+
+
+def test_one_prediction_per_instance_and_model_version(store):
+    _, sessions = store
+    with sessions.begin() as session:
+        queries.record_received(session, new("5.1"))
+    with sessions.begin() as session:
+        (row,) = queries.claim_received(session, "w", 1)
+        queries.save_result(session, row, Prediction(model_name="M", model_version="1",
+                            predicted_age_years=40.0), "8.1", "/x", [])  # fmt: skip
+    with sessions() as session:
+        assert queries.already_predicted(session, [row.id], "M", "1") == {row.id}
+        assert queries.already_predicted(session, [row.id], "M", "2") == set()
