@@ -24,6 +24,8 @@ from ecg2age_dicom.model import (
 from tests.model_factory import tiny_model, write_card
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny")

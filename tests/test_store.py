@@ -18,9 +18,14 @@ from ecg2age_dicom.store.models import (
 
 
 def new(uid: str) -> queries.NewInstance:
-    return queries.NewInstance(sop_instance_uid=uid, study_instance_uid="1.2.3",
-                               series_instance_uid="1.2.3.4", sop_class_uid="1.2.840.10008.5.1.4.1.1.9.1.1",
-                               spool_path=f"/spool/{uid}.dcm", calling_ae_title="CART")  # fmt: skip
+    return queries.NewInstance(
+        sop_instance_uid=uid,
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.9.1.1",
+        spool_path=f"/spool/{uid}.dcm",
+        calling_ae_title="CART",
+    )
 
 
 def test_migrations_create_every_table(store):
@@ -97,9 +102,7 @@ def test_stale_claims_are_requeued(store):
         assert queries.requeue_stale_claims(session, timedelta(minutes=5)) == 0
         assert queries.requeue_stale_claims(session, timedelta(seconds=-1)) == 1
     with sessions.begin() as session:
-        assert [row.sop_instance_uid for row in queries.claim_received(session, "w", 10)] == [
-            "3.1"
-        ]
+        assert [row.sop_instance_uid for row in queries.claim_received(session, "w", 10)] == ["3.1"]
 
 
 def test_results_follow_the_row_through_its_states(store):
@@ -132,9 +135,7 @@ def test_results_follow_the_row_through_its_states(store):
         deliveries = session.scalars(select(Report)).one().deliveries
         deliveries[1].status = DeliveryStatus.DELIVERED
     with sessions() as session:
-        assert [r.sop_instance_uid for r in queries.results(session, status="delivered")] == [
-            "4.1"
-        ]
+        assert [r.sop_instance_uid for r in queries.results(session, status="delivered")] == ["4.1"]
     with sessions.begin() as session:
         deliveries = session.scalars(select(Report)).one().deliveries
         deliveries[1].status = DeliveryStatus.DELIVERY_FAILED
