@@ -71,6 +71,7 @@ def test_concurrent_claimers_never_take_the_same_row(store):
             while True:
                 with sessions.begin() as session:
                     rows = queries.claim_received(session, name, 7)
+                    assert len(rows) <= 7
                     mine += [row.id for row in rows]
                 if not rows:
                     break

@@ -4,6 +4,7 @@ Each function takes a Session and leaves the commit to the caller, so that a sta
 several changes in one transaction. Claims are single statements: ``UPDATE ... WHERE id IN
 (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) RETURNING`` on PostgreSQL; on SQLite the same
 statement without the locking clause, atomic because SQLite has one writer at a time.
+The candidate ids come from a CTE, which PostgreSQL evaluates exactly once.
 """
 
 from __future__ import annotations
@@ -81,11 +82,13 @@ def claim_received(session: Session, worker: str, limit: int) -> list[ReceivedIn
         .order_by(ReceivedInstance.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
-        .scalar_subquery()
+        # A CTE is evaluated once; PostgreSQL may re-run a plain IN (subquery) per row and
+        # then claim more than ``limit`` rows.
+        .cte("candidates")
     )
     claimed_ids = session.scalars(
         update(ReceivedInstance)
-        .where(ReceivedInstance.id.in_(candidates))
+        .where(ReceivedInstance.id.in_(select(candidates.c.id)))
         .where(ReceivedInstance.status == InstanceStatus.RECEIVED)
         .values(status=InstanceStatus.PROCESSING, claimed_by=worker, claimed_at=utcnow())
         .returning(ReceivedInstance.id)

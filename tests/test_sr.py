@@ -1,0 +1,161 @@
+"""The Structured Report: content read back with pydicom, and DCMTK / dicom3tools checks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from ecg2age_dicom.dicomfile import dataset_bytes, write_atomically
+from ecg2age_dicom.sr import AlgorithmDescription, SRClass, build_report, codes, series_uid_for
+from tests.ecg_factory import make_ecg
+
+RESEARCH_MODEL = AlgorithmDescription(
+    "ECG2Age-PTBXL", "1.0.0", "Research and demonstration only: NOT FOR CLINICAL USE.", False
+)
+SOP_CLASS = {
+    SRClass.COMPREHENSIVE: "1.2.840.10008.5.1.4.1.1.88.33",
+    SRClass.ENHANCED: "1.2.840.10008.5.1.4.1.1.88.22",
+    SRClass.COMPREHENSIVE_3D: "1.2.840.10008.5.1.4.1.1.88.34",
+}
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+
+
+def bare_ecg():
+    """A factory ECG with no patient / study attributes beyond the UIDs."""
+    dataset = make_ecg().dataset
+    for keyword in PATIENT_KEYWORDS:
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    return dataset
+
+
+def items(dataset):
+    """Every content item of an SR tree, depth first."""
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from items(item)
+
+
+def concept(item) -> tuple[str, str]:
+    name = item.ConceptNameCodeSequence[0]
+    return name.CodeValue, name.CodingSchemeDesignator
+
+
+def numbers(dataset) -> dict[tuple[str, str], tuple[float, str]]:
+    found = {}
+    for item in items(dataset):
+        if item.ValueType == "NUM":
+            value = item.MeasuredValueSequence[0]
+            found[concept(item)] = (float(value.NumericValue),
+                                    value.MeasurementUnitsCodeSequence[0].CodeValue)  # fmt: skip
+    return found
+
+
+def reread(document, tmp_path: Path):
+    return pydicom.dcmread(write_atomically(tmp_path / "sr.dcm", dataset_bytes(document)))
+
+
+@pytest.mark.parametrize("sr_class", list(SRClass))
+def test_report_on_the_real_sample(sample, tmp_path, sr_class):
+    document = reread(build_report(sample, RESEARCH_MODEL, 47.123456789, 42.0,
+                                   sr_class=sr_class), tmp_path)  # fmt: skip
+    assert document.SOPClassUID == SOP_CLASS[sr_class]
+    assert document.Modality == "SR"
+    assert document.StudyInstanceUID == sample.StudyInstanceUID
+    assert document.SeriesInstanceUID not in (sample.SeriesInstanceUID, "")
+    assert document.SeriesInstanceUID == series_uid_for(sample.StudyInstanceUID, RESEARCH_MODEL)
+    assert "ECG2Age-PTBXL 1.0.0" in document.SeriesDescription
+    assert "not for clinical use" in document.SeriesDescription
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        assert document.get(keyword) == sample.get(keyword)
+    evidence = document.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == sample.StudyInstanceUID
+    referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == sample.SOPInstanceUID
+    assert referenced.ReferencedSOPClassUID == sample.SOPClassUID
+
+    assert document.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    values = numbers(document)
+    assert values[(codes.PREDICTED_AGE.value, "99ECG2AGE")] == (47.12, "a")
+    assert values[(codes.CHRONOLOGICAL_AGE.value, "LN")] == (42.0, "a")
+    assert values[(codes.AGE_GAP.value, "99ECG2AGE")] == (5.12, "a")
+    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue
+             for item in items(document) if item.ValueType == "TEXT"}  # fmt: skip
+    assert texts["Algorithm Name"] == "ECG2Age-PTBXL" and texts["Algorithm Version"] == "1.0.0"
+    assert "NOT FOR CLINICAL USE" in texts[codes.INTENDED_USE.meaning]
+    coded = {concept(item): item.ConceptCodeSequence[0].CodeValue
+             for item in items(document) if item.ValueType == "CODE"}  # fmt: skip
+    assert coded[(codes.INTENDED_USE.value, "99ECG2AGE")] == codes.RESEARCH_ONLY.value
+    schemes = [i.CodingSchemeDesignator for i in document.CodingSchemeIdentificationSequence]
+    assert "99ECG2AGE" in schemes
+
+
+def test_without_chronological_age_only_the_prediction_is_reported(tmp_path):
+    document = reread(build_report(bare_ecg(), RESEARCH_MODEL, 30.0), tmp_path)
+    assert list(numbers(document)) == [(codes.PREDICTED_AGE.value, "99ECG2AGE")]
+    assert document.PatientName == "" and document.PatientID == ""
+
+
+def test_one_series_per_model_version_in_a_study(sample):
+    first = build_report(sample, RESEARCH_MODEL, 40.0)
+    second = build_report(sample, RESEARCH_MODEL, 41.0)
+    other = build_report(sample, AlgorithmDescription("ECG2Age", "2", "research", False), 41.0)
+    assert first.SeriesInstanceUID == second.SeriesInstanceUID != other.SeriesInstanceUID
+    assert first.SOPInstanceUID != second.SOPInstanceUID
+
+
+def test_validated_model_does_not_say_research_only(sample):
+    document = build_report(sample, AlgorithmDescription("X", "1", "diagnostic", True), 40.0)
+    assert "not for clinical use" not in document.SeriesDescription
+    coded = [item.ConceptCodeSequence[0].CodeValue for item in items(document)
+             if item.ValueType == "CODE"]  # fmt: skip
+    assert codes.CLINICALLY_VALIDATED.value in coded
+
+
+def test_no_patient_name_reaches_warnings_or_logs(sample, caplog):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_report(sample, RESEARCH_MODEL, 40.0)
+    said = " ".join(str(w.message) for w in caught) + caplog.text
+    assert str(sample.PatientName) not in said
+
+
+needs_tools = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("dciodvfy", "dsrdump", "dsr2html")),
+    reason="dicom3tools / dcmtk not installed (make install installs them)",
+)
+
+
+@needs_tools
+@pytest.mark.parametrize("source", ["sample", "bare"])
+@pytest.mark.parametrize("sr_class", list(SRClass))
+def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, source, sr_class):
+    ecg = sample if source == "sample" else bare_ecg()
+    chronological = 42.0 if source == "sample" else None
+    path = write_atomically(tmp_path / "sr.dcm", dataset_bytes(
+        build_report(ecg, RESEARCH_MODEL, 63.2, chronological, sr_class=sr_class)))  # fmt: skip
+    verify = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    errors = [line for line in (verify.stdout + verify.stderr).splitlines()
+              if line.startswith("Error")]  # fmt: skip
+    assert errors == []
+    dump = subprocess.run(["dsrdump", "+Pt", str(path)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert dump.returncode == 0, dump.stderr
+    assert 'NUM:(,,"ECG-predicted age")="63.2" (a,UCUM,"year")' in dump.stdout
+    assert "TID 1500" in dump.stdout
+    html = subprocess.run(["dsr2html", str(path)], capture_output=True, text=True, timeout=60)
+    assert html.returncode == 0, html.stderr
+    assert "63.2 a" in html.stdout and "Not validated for clinical use" in html.stdout
