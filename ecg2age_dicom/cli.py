@@ -34,9 +34,18 @@ MODEL_FS = 500
 MODEL_SECONDS = 10.0
 DEFAULT_DATA_DIR = Path("../shared/data")
 PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
-PREDICT_FIELDS = ("path", "sop_instance_uid", "predicted_age_years", "chronological_age_years",
-                  "age_gap_years", "model_name", "model_version", "error", "sr_sop_instance_uid",
-                  "sr_path")  # fmt: skip
+PREDICT_FIELDS = (
+    "path",
+    "sop_instance_uid",
+    "predicted_age_years",
+    "chronological_age_years",
+    "age_gap_years",
+    "model_name",
+    "model_version",
+    "error",
+    "sr_sop_instance_uid",
+    "sr_path",
+)
 
 
 @dataclass
@@ -152,14 +161,19 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from ecg2age_dicom.service import serve
+
+    return serve(load_settings(args.config))
+
+
+def cmd_resend(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
-    print(
-        f"ecg2age-dicom {__version__}: configuration OK (listener would be "
-        f"{settings.listener.ae_title} on {settings.listener.host}:{settings.listener.port}).\n"
-        "The DICOM listener, pipeline and SR delivery are not built yet "
-        "(issues: model runtime, store/pipeline/SR, network service); nothing to run.",
-        file=out,
-    )
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    with session_factory(engine).begin() as session:
+        count = queries.resend(session, args.status, args.sop)
+    engine.dispose()
+    print(f"{count} deliveries queued again; the running service sends them", file=out)
     return 0
 
 
@@ -213,9 +227,13 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
             if chronological is not None:
                 row["age_gap_years"] = _round(float(predicted) - chronological)
             if args.sr_dir is not None:
-                document = sr.build_report(header, algorithm_of(card), float(predicted),
-                                           chronological, sr_class=sr.SRClass(
-                                               settings.sr.sop_class))  # fmt: skip
+                document = sr.build_report(
+                    header,
+                    algorithm_of(card),
+                    float(predicted),
+                    chronological,
+                    sr_class=sr.SRClass(settings.sr.sop_class),
+                )
                 path = args.sr_dir / f"{document.SOPInstanceUID}.dcm"
                 write_atomically(path, dataset_bytes(document))
                 row["sr_sop_instance_uid"] = str(document.SOPInstanceUID)
@@ -238,8 +256,11 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
             if row["error"]:
                 print(f"{'-':>10} {'-':>7} {'-':>7}  {row['path']}: {row['error']}", file=out)
                 continue
-            cells = [row["predicted_age_years"], row["chronological_age_years"],
-                     row["age_gap_years"]]  # fmt: skip
+            cells = [
+                row["predicted_age_years"],
+                row["chronological_age_years"],
+                row["age_gap_years"],
+            ]
             text = [f"{c:.1f}" if c is not None else "?" for c in cells]
             print(f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}", file=out)
         if rows:
@@ -252,13 +273,20 @@ def cmd_model_info(args: argparse.Namespace, out: TextIO) -> int:
     present = card.path.is_file()
     sha_ok = present and sha256_of(card.path) == card.sha256
     info = {
-        "name": card.name, "version": card.version, "intended_use": card.intended_use,
+        "name": card.name,
+        "version": card.version,
+        "intended_use": card.intended_use,
         "validated_for_clinical_use": card.validated_for_clinical_use,
-        "file": str(card.path), "file_present": present, "sha256_ok": sha_ok,
-        "sha256": card.sha256, "size_bytes": card.size_bytes, "source_url": card.source_url,
-        "input": card.input.model_dump(), "output": card.output.model_dump(),
+        "file": str(card.path),
+        "file_present": present,
+        "sha256_ok": sha_ok,
+        "sha256": card.sha256,
+        "size_bytes": card.size_bytes,
+        "source_url": card.source_url,
+        "input": card.input.model_dump(),
+        "output": card.output.model_dump(),
         "metrics": {name: m.model_dump(exclude_none=True) for name, m in card.metrics.items()},
-    }  # fmt: skip
+    }
     if args.format == "json":
         print(json.dumps(info), file=out)
         return 0
@@ -266,10 +294,12 @@ def cmd_model_info(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{key:<16} {info[key]}", file=out)
     state = "sha256 OK" if sha_ok else ("sha256 MISMATCH" if present else "MISSING (model fetch)")
     print(f"{'file state':<16} {state}", file=out)
-    print(f"{'input':<16} {card.input.samples} x {len(card.input.leads)} at "
-          f"{card.input.sampling_rate_hz} Hz, {card.input.normalization}", file=out)  # fmt: skip
-    print(f"{'output':<16} years = output x {card.output.scale} + {card.output.offset}",
-          file=out)  # fmt: skip
+    print(
+        f"{'input':<16} {card.input.samples} x {len(card.input.leads)} at "
+        f"{card.input.sampling_rate_hz} Hz, {card.input.normalization}",
+        file=out,
+    )
+    print(f"{'output':<16} years = output x {card.output.scale} + {card.output.offset}", file=out)
     for name, values in info["metrics"].items():
         print(f"metrics {name}: " + ", ".join(f"{k} {v}" for k, v in values.items()), file=out)
     return 0
@@ -298,12 +328,18 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
     model_input = waveform.to_model_input(waveform.decode(dataset))
     age = float(runtime.predict(model_input[None])[0])
     chronological = chronological_age(dataset)
-    print(f"pydicom sample ECG ({sample.name}, Patient's Age {dataset.get('PatientAge')}): "
-          f"predicted {age:.1f} years by {card.name} {card.version}", file=out)  # fmt: skip
+    print(
+        f"pydicom sample ECG ({sample.name}, Patient's Age {dataset.get('PatientAge')}): "
+        f"predicted {age:.1f} years by {card.name} {card.version}",
+        file=out,
+    )
     low, high = PLAUSIBLE_AGE_YEARS
     if not low <= age <= high:
-        print(f"WARNING: {age:.1f} years is outside {low:g}-{high:g}: the card's [output] "
-              "scale/offset is probably wrong for this model", file=out)  # fmt: skip
+        print(
+            f"WARNING: {age:.1f} years is outside {low:g}-{high:g}: the card's [output] "
+            "scale/offset is probably wrong for this model",
+            file=out,
+        )
         return 1
     if chronological is not None:
         print(f"chronological age {chronological:.1f} years", file=out)
@@ -313,12 +349,21 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_model_train(args: argparse.Namespace, out: TextIO) -> int:
     from ecg2age_dicom.training.train import train, write_card
 
-    result = train(args.data, args.out, epochs=args.epochs, seed=args.seed,
-                   limit_per_fold=args.limit_per_fold, threads=args.threads)  # fmt: skip
+    result = train(
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        limit_per_fold=args.limit_per_fold,
+        threads=args.threads,
+    )
     card_path = write_card(args.out, result, args.version)
-    print(f"exported {result.model_path} after {result.epochs_run} epochs (best validation "
-          f"MAE {result.best_val_mae_years:.2f} years); card {card_path}; next: "
-          f"ecg2age-dicom model evaluate --card {card_path}", file=out)  # fmt: skip
+    print(
+        f"exported {result.model_path} after {result.epochs_run} epochs (best validation "
+        f"MAE {result.best_val_mae_years:.2f} years); card {card_path}; next: "
+        f"ecg2age-dicom model evaluate --card {card_path}",
+        file=out,
+    )
     return 0
 
 
@@ -331,12 +376,16 @@ def cmd_model_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     evaluation = evaluate(runtime, args.data, plots)
     print(f"{'test set':<28}{'n':>6}{'MAE':>8}{'RMSE':>8}{'R^2':>8}{'r':>8}", file=out)
     for name, m in evaluation.results.items():
-        print(f"{name:<28}{m.n:>6}{m.mae:>8.2f}{m.rmse:>8.2f}{m.r2:>8.3f}{m.pearson_r:>8.3f}",
-              file=out)  # fmt: skip
+        print(
+            f"{name:<28}{m.n:>6}{m.mae:>8.2f}{m.rmse:>8.2f}{m.r2:>8.3f}{m.pearson_r:>8.3f}",
+            file=out,
+        )
     agreement = evaluation.sampling_rate_agreement
-    print(f"same ECGs at native 500 Hz vs 100 Hz: n={agreement['n']:.0f}, mean |difference| "
-          f"{agreement['mean_abs_difference_years']:.2f} years, r {agreement['pearson_r']:.3f}",
-          file=out)  # fmt: skip
+    print(
+        f"same ECGs at native 500 Hz vs 100 Hz: n={agreement['n']:.0f}, mean |difference| "
+        f"{agreement['mean_abs_difference_years']:.2f} years, r {agreement['pearson_r']:.3f}",
+        file=out,
+    )
     if not args.no_write:
         write_metrics(_card_path(args, settings), evaluation.results)
         print(f"metrics written to {_card_path(args, settings)}; plots in {plots}", file=out)
@@ -351,8 +400,9 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     with session_factory(engine)() as session:
-        rows = [dataclasses.asdict(row) for row in
-                queries.results(session, args.status, args.limit)]  # fmt: skip
+        rows = [
+            dataclasses.asdict(row) for row in queries.results(session, args.status, args.limit)
+        ]
     engine.dispose()
     if args.format == "json":
         print(json.dumps(rows, indent=1), file=out)
@@ -361,15 +411,24 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        print(f"{'received':<20} {'status':<16}{'pred':>6}{'chrono':>7}{'gap':>7}  "
-              "SOP Instance UID / error", file=out)  # fmt: skip
+        print(
+            f"{'received':<20} {'status':<16}{'pred':>6}{'chrono':>7}{'gap':>7}  "
+            "SOP Instance UID / error",
+            file=out,
+        )
         for row in rows:
-            cells = [row["predicted_age_years"], row["chronological_age_years"],
-                     row["age_gap_years"]]  # fmt: skip
+            cells = [
+                row["predicted_age_years"],
+                row["chronological_age_years"],
+                row["age_gap_years"],
+            ]
             text = [f"{c:.1f}" if c is not None else "-" for c in cells]
             detail = row["sop_instance_uid"] + (f"  {row['error']}" if row["error"] else "")
-            print(f"{row['received_at'][:19]:<20} {row['status']:<16}{text[0]:>6}{text[1]:>7}"
-                  f"{text[2]:>7}  {detail}", file=out)  # fmt: skip
+            print(
+                f"{row['received_at'][:19]:<20} {row['status']:<16}{text[0]:>6}{text[1]:>7}"
+                f"{text[2]:>7}  {detail}",
+                file=out,
+            )
     return 0
 
 
@@ -378,8 +437,7 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     engine.dispose()
-    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date",
-          file=out)  # fmt: skip
+    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date", file=out)
     return 0
 
 
@@ -459,16 +517,24 @@ def build_parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="list received ECGs and their outcome")
     results.add_argument("--format", choices=("table", "json", "csv"), default="table")
     results.add_argument("--limit", type=int, default=100)
-    results.add_argument("--status", choices=("received", "processing", "predicted", "failed",
-                                              "delivered", "delivery_failed"))  # fmt: skip
+    results.add_argument(
+        "--status",
+        choices=("received", "processing", "predicted", "failed", "delivered", "delivery_failed"),
+    )
     results.set_defaults(handler=cmd_results)
 
     database = commands.add_parser("db", help="database maintenance")
-    database_commands = database.add_subparsers(dest="db_command", required=True,
-                                                metavar="ACTION")  # fmt: skip
+    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     database_commands.add_parser("upgrade", help="apply the schema migrations").set_defaults(
         handler=cmd_db_upgrade
     )
+
+    resend = commands.add_parser("resend", help="queue reports for delivery again")
+    resend.add_argument(
+        "--status", choices=("delivery_failed", "delivered"), default="delivery_failed"
+    )
+    resend.add_argument("--sop", help="only this ECG's or SR's SOP Instance UID")
+    resend.set_defaults(handler=cmd_resend)
 
     serve = commands.add_parser("serve", help="run the DICOM service")
     serve.set_defaults(handler=cmd_serve)
@@ -482,6 +548,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if not args.verbose:
+        # Libraries' per-message INFO lines drown ours (and highdicom's name the patient's
+        # dataset); keep their warnings.
+        for name in ("apscheduler", "highdicom", "pynetdicom", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.handler(args, out or sys.stdout))
     except ConfigError as exc:

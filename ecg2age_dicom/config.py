@@ -39,6 +39,15 @@ def check_ae_title(value: str) -> str:
     return value.strip()
 
 
+class TLSSettings(_Section):
+    """``[listener.tls]``: TLS for incoming associations (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    require_client_cert: bool = False
+
+
 class ListenerSettings(_Section):
     """``[listener]``: the C-STORE SCP that receives ECGs."""
 
@@ -46,6 +55,13 @@ class ListenerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=1, le=65535)
     allowed_calling_ae_titles: list[str] = []
+    max_associations: int = Field(10, ge=1)
+    max_pdu_bytes: int = Field(65536, ge=0)  # 0: unlimited
+    max_instance_bytes: int = Field(50_000_000, ge=1)
+    acse_timeout_s: float = Field(30.0, gt=0)
+    dimse_timeout_s: float = Field(30.0, gt=0)
+    network_timeout_s: float = Field(60.0, gt=0)
+    tls: TLSSettings | None = None
 
     @field_validator("allowed_calling_ae_titles")
     @classmethod
@@ -63,6 +79,7 @@ class StorageSettings(_Section):
 
     database_url: str = "sqlite:///var/ecg2age.sqlite3"
     spool_dir: Path = Path("var/spool")
+    retention_days: float = Field(30.0, gt=0)  # delivered work is removed from the spool after
 
 
 class ModelSettings(_Section):
@@ -90,11 +107,21 @@ class Destination(_Section):
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
+    tls: bool = False
+    tls_ca: Path | None = None  # CA bundle to verify the destination (default: system CAs)
 
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return check_ae_title(value)
+
+
+class PipelineSettings(_Section):
+    """``[pipeline]``: the workers that turn received ECGs into reports."""
+
+    workers: int = Field(1, ge=1, le=16)
+    claim_timeout_s: float = Field(120.0, gt=0)  # a dead worker's claims return after this
+    poll_interval_s: float = Field(0.5, gt=0)
 
 
 class DeliverySettings(_Section):
@@ -103,6 +130,7 @@ class DeliverySettings(_Section):
     max_attempts: int = Field(10, ge=1)
     initial_backoff_s: float = Field(5.0, gt=0)
     max_backoff_s: float = Field(600.0, gt=0)
+    interval_s: float = Field(1.0, gt=0)  # how often due deliveries are looked for
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliverySettings:
@@ -131,6 +159,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     sr: SRSettings = SRSettings()
     destinations: list[Destination] = Field(default_factory=_default_destinations)
+    pipeline: PipelineSettings = PipelineSettings()
     delivery: DeliverySettings = DeliverySettings()
 
     @classmethod

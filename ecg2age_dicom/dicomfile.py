@@ -49,6 +49,20 @@ def read_dataset(path: Path) -> FileDataset:
         raise InvalidECG(f"{path} is not a readable DICOM file: {exc}") from None
 
 
+def read_dataset_bytes(encoded: bytes) -> FileDataset:
+    """Parse a Part 10 file held in memory (as received over the network).
+
+    Raises
+    ------
+    InvalidECG
+        The bytes are not a DICOM file.
+    """
+    try:
+        return pydicom.dcmread(io.BytesIO(encoded), force=True)
+    except Exception as exc:  # pydicom raises many types on garbage
+        raise InvalidECG(f"the received data is not a readable DICOM dataset: {exc}") from None
+
+
 def write_atomically(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)

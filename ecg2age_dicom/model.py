@@ -243,8 +243,9 @@ class ModelRuntime:
         runtime = cls(card, keras_model)
         runtime.predict(np.zeros((1, card.input.samples, len(card.input.leads)), np.float32))
         if card.clinical_use_warning:
-            log.warning("model=%s version=%s %s", card.name, card.version,
-                        card.clinical_use_warning)  # fmt: skip
+            log.warning(
+                "model=%s version=%s %s", card.name, card.version, card.clinical_use_warning
+            )
         log.info("model loaded name=%s version=%s file=%s", card.name, card.version, card.path)
         return runtime
 

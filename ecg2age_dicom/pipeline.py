@@ -14,9 +14,11 @@ after ``claim_timeout``).
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from ecg2age_dicom import sr, waveform
 from ecg2age_dicom.age import chronological_age
 from ecg2age_dicom.config import SEND_BACK_TO_SENDER, Destination
-from ecg2age_dicom.dicomfile import dataset_bytes, read_dataset, write_atomically
+from ecg2age_dicom.dicomfile import (
+    dataset_bytes,
+    read_dataset,
+    read_dataset_bytes,
+    write_atomically,
+)
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelCard, ModelRuntime
 from ecg2age_dicom.store import queries
@@ -61,6 +68,103 @@ class Spool:
 
     def report_path(self, sr_sop_instance_uid: str) -> Path:
         return self.reports / f"{sr_sop_instance_uid}.dcm"
+
+
+class ReceiveOutcome(enum.Enum):
+    """What the listener answers for one received instance."""
+
+    STORED = "stored"  # on disk and in the database: success
+    DUPLICATE = "duplicate"  # already had it: success, nothing new
+    INVALID = "invalid"  # kept in quarantine, row failed: "cannot understand"
+    MISMATCH = "mismatch"  # dataset does not match the SOP class / instance announced
+    NOT_STORED = "not_stored"  # disk or database failed: sender must keep its copy
+
+
+@dataclass(frozen=True)
+class Received:
+    """The answer for one C-STORE, with a reason for the sender when it is a failure."""
+
+    outcome: ReceiveOutcome
+    reason: str = ""
+
+
+class Receiver:
+    """The listener's side of the pipeline: spool + database + cheap validation, then answer.
+
+    The instance is written to the spool (temp file, fsync, rename) and recorded before the
+    sender hears success. An undecodable ECG is kept in quarantine and recorded as failed.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        spool: Spool,
+        work_available: threading.Event | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.spool = spool
+        self.work_available = work_available or threading.Event()
+
+    def accept(
+        self,
+        encoded: bytes,
+        announced_sop_class: str,
+        announced_sop_instance: str,
+        calling_ae_title: str,
+        peer: str,
+    ) -> Received:
+        try:
+            dataset = read_dataset_bytes(encoded)
+        except InvalidECG as exc:
+            return Received(ReceiveOutcome.MISMATCH, exc.reason)
+        uid = str(dataset.get("SOPInstanceUID", ""))
+        if uid != announced_sop_instance or dataset.get("SOPClassUID") != announced_sop_class:
+            return Received(
+                ReceiveOutcome.MISMATCH,
+                "SOP Class / Instance UID in the dataset differ from the request",
+            )
+        try:
+            reason = None
+            try:
+                waveform.decode(dataset)
+            except InvalidECG as exc:
+                reason = exc.reason
+            folder = self.spool.quarantine if reason else self.spool.received
+            target = folder / f"{uid}.dcm"
+            with self.sessions.begin() as session:
+                _, created = queries.record_received(
+                    session,
+                    queries.NewInstance(
+                        sop_instance_uid=uid,
+                        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+                        series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
+                        sop_class_uid=announced_sop_class,
+                        spool_path=str(target),
+                        calling_ae_title=calling_ae_title,
+                        peer_address=peer,
+                        status=InstanceStatus.FAILED if reason else InstanceStatus.RECEIVED,
+                        error=reason,
+                    ),
+                )
+                if created:  # on disk before the row commits, both before we answer
+                    write_atomically(target, encoded)
+        except Exception as exc:  # disk full, database down...: the sender keeps its copy
+            log.exception("could not store sop_instance_uid=%s", uid)
+            return Received(ReceiveOutcome.NOT_STORED, f"not stored: {type(exc).__name__}")
+        if not created:
+            log.info("duplicate sop_instance_uid=%s calling_ae=%s", uid, calling_ae_title)
+            return Received(ReceiveOutcome.DUPLICATE)
+        if reason:
+            log.warning(
+                "invalid ecg sop_instance_uid=%s calling_ae=%s reason=%s",
+                uid,
+                calling_ae_title,
+                reason,
+            )
+            return Received(ReceiveOutcome.INVALID, reason)
+        log.info("received sop_instance_uid=%s calling_ae=%s", uid, calling_ae_title)
+        self.work_available.set()
+        return Received(ReceiveOutcome.STORED)
 
 
 def algorithm_of(card: ModelCard) -> sr.AlgorithmDescription:
@@ -119,13 +223,18 @@ class Pipeline:
         uid = str(dataset.SOPInstanceUID)
         target = self.spool.received_path(uid)
         with self.sessions.begin() as session:
-            _, created = queries.record_received(session, queries.NewInstance(
-                sop_instance_uid=uid,
-                study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-                series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
-                sop_class_uid=str(dataset.get("SOPClassUID", "")),
-                spool_path=str(target), calling_ae_title=calling_ae_title, peer_address=peer,
-            ))  # fmt: skip
+            _, created = queries.record_received(
+                session,
+                queries.NewInstance(
+                    sop_instance_uid=uid,
+                    study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+                    series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
+                    sop_class_uid=str(dataset.get("SOPClassUID", "")),
+                    spool_path=str(target),
+                    calling_ae_title=calling_ae_title,
+                    peer_address=peer,
+                ),
+            )
             if created:
                 write_atomically(target, Path(path).read_bytes())
         return created
@@ -144,8 +253,9 @@ class Pipeline:
             card = self.runtime.card
             with session.begin():
                 claimed = queries.claim_received(session, self.worker_id, self.batch_size)
-                done = queries.already_predicted(session, [row.id for row in claimed],
-                                                 card.name, card.version)  # fmt: skip
+                done = queries.already_predicted(
+                    session, [row.id for row in claimed], card.name, card.version
+                )
                 for instance in claimed:
                     if instance.id in done:  # predicted before a crash: never twice
                         instance.status = InstanceStatus.PREDICTED
@@ -162,8 +272,9 @@ class Pipeline:
                         item.instance.status = InstanceStatus.RECEIVED
                         item.instance.claimed_by = None
                 raise
-            reports = [self._write_report(item, age) for item, age in zip(decoded, ages,
-                                                                          strict=True)]  # fmt: skip
+            reports = [
+                self._write_report(item, age) for item, age in zip(decoded, ages, strict=True)
+            ]
             with session.begin():
                 for instance, reason in failures:
                     queries.mark_failed(session, instance, reason)
@@ -178,12 +289,18 @@ class Pipeline:
                         self._destinations_for(item.instance),
                     )
             for instance, reason in failures:
-                log.warning("ecg failed sop_instance_uid=%s reason=%s",
-                            instance.sop_instance_uid, reason)  # fmt: skip
+                log.warning(
+                    "ecg failed sop_instance_uid=%s reason=%s", instance.sop_instance_uid, reason
+                )
             for item, (prediction, sr_uid, _) in zip(decoded, reports, strict=True):
-                log.info("ecg predicted sop_instance_uid=%s predicted_age=%.1f sr=%s model=%s %s",
-                         item.instance.sop_instance_uid, prediction.predicted_age_years, sr_uid,
-                         self.algorithm.name, self.algorithm.version)  # fmt: skip
+                log.info(
+                    "ecg predicted sop_instance_uid=%s predicted_age=%.1f sr=%s model=%s %s",
+                    item.instance.sop_instance_uid,
+                    prediction.predicted_age_years,
+                    sr_uid,
+                    self.algorithm.name,
+                    self.algorithm.version,
+                )
             return len(claimed)
 
     def run_until_idle(self) -> int:
@@ -219,8 +336,9 @@ class Pipeline:
 
     def _write_report(self, item: _Decoded, age: float) -> tuple[Prediction, str, Path]:
         chronological = item.chronological_age
-        document = sr.build_report(item.header, self.algorithm, float(age), chronological,
-                                   sr_class=self.sr_class)  # fmt: skip
+        document = sr.build_report(
+            item.header, self.algorithm, float(age), chronological, sr_class=self.sr_class
+        )
         path = write_atomically(
             self.spool.report_path(document.SOPInstanceUID), dataset_bytes(document)
         )
@@ -239,8 +357,9 @@ class Pipeline:
             if name != SEND_BACK_TO_SENDER:
                 names.append(name)
                 continue
-            sender = next((d.name for d in self.destinations
-                           if d.ae_title == instance.calling_ae_title), None)  # fmt: skip
+            sender = next(
+                (d.name for d in self.destinations if d.ae_title == instance.calling_ae_title), None
+            )
             # Kept as "@sender" when no destination matches: delivery then reports why.
             names.append(sender or SEND_BACK_TO_SENDER)
         return names

@@ -46,23 +46,44 @@ MAX_DURATION_S = 60.0
 # CID 3001 lead numbers shared by MDC ("2:n", or the plain number 131072 + n) and SCP-ECG
 # ("5.6.3-9-n").
 _LEAD_BY_NUMBER: dict[int, str] = {
-    1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6",
-    61: "III", 62: "aVR", 63: "aVL", 64: "aVF",
-}  # fmt: skip
+    1: "I",
+    2: "II",
+    3: "V1",
+    4: "V2",
+    5: "V3",
+    6: "V4",
+    7: "V5",
+    8: "V6",
+    61: "III",
+    62: "aVR",
+    63: "aVL",
+    64: "aVF",
+}
 _MDC_NUMERIC_BASE = 131072  # MDC partition 2 (ECG leads) as a 32-bit code: (2 << 16) + n
 _CANONICAL = {name.upper(): name for name in LEADS}
 _MEANING = re.compile(r"^\s*(?:lead\s+)?(III|II|I|AVR|AVL|AVF|V[1-6])(?![0-9A-Z])", re.IGNORECASE)
 
 # Channel sensitivity units (UCUM) to microvolts.
 _UV_PER_UNIT: dict[str, float] = {"uV": 1.0, "mV": 1000.0, "V": 1_000_000.0, "nV": 0.001}
-_UNIT_ALIASES: dict[str, str] = {"UV": "uV", "µV": "uV", "μV": "uV", "MICROVOLT": "uV",
-                                 "MV": "mV", "MILLIVOLT": "mV", "NV": "nV"}  # fmt: skip
+_UNIT_ALIASES: dict[str, str] = {
+    "UV": "uV",
+    "µV": "uV",
+    "μV": "uV",
+    "MICROVOLT": "uV",
+    "MV": "mV",
+    "MILLIVOLT": "mV",
+    "NV": "nV",
+}
 
 # Sample interpretations this decoder reads; mu-law / A-law (MB, AB) are not resting ECGs.
 _DTYPES: dict[tuple[int, str], str] = {
-    (8, "SB"): "i1", (16, "SS"): "i2", (32, "SL"): "i4",
-    (8, "UB"): "u1", (16, "US"): "u2", (32, "UL"): "u4",
-}  # fmt: skip
+    (8, "SB"): "i1",
+    (16, "SS"): "i2",
+    (32, "SL"): "i4",
+    (8, "UB"): "u1",
+    (16, "US"): "u2",
+    (32, "UL"): "u4",
+}
 
 
 @dataclass(frozen=True)
@@ -179,10 +200,11 @@ def choose_rhythm_group(ds: Dataset) -> tuple[int, list[Channel]]:
     if not groups:
         raise InvalidECG("no Waveform Sequence (5400,0100): the object holds no waveform data")
     candidates = {
-        index: channels_of(group) for index, group in enumerate(groups)
+        index: channels_of(group)
+        for index, group in enumerate(groups)
         if not _is_median(group)
         and (int(group.get("WaveformBitsAllocated", 0)), _interpretation(group)) in _DTYPES
-    }  # fmt: skip
+    }
     if not candidates:
         found = ", ".join(
             f"'{g.get('MultiplexGroupLabel', '')}' ({g.get('WaveformSampleInterpretation', '?')})"
@@ -434,8 +456,9 @@ def resample(samples: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
         return np.asarray(samples, dtype=np.float32)
     up, down = ratio.numerator, ratio.denominator
     by_lead = np.ascontiguousarray(samples.T, dtype=np.float32)  # filter along contiguous rows
-    out = resample_poly(by_lead, up, down, axis=1, window=antialias_filter(up, down),
-                        padtype="line")  # fmt: skip
+    out = resample_poly(
+        by_lead, up, down, axis=1, window=antialias_filter(up, down), padtype="line"
+    )
     return out.T.astype(np.float32)
 
 

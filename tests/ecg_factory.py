@@ -29,8 +29,22 @@ GENERAL_ECG = "1.2.840.10008.5.1.4.1.1.9.1.2"
 AMBULATORY_ECG = "1.2.840.10008.5.1.4.1.1.9.1.3"
 GENERAL_32BIT_ECG = "1.2.840.10008.5.1.4.1.1.9.1.4"
 
-_NUMBER = {"I": 1, "II": 2, "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8,
-           "III": 61, "aVR": 62, "aVL": 63, "aVF": 64, "V7": 9, "V3R": 12}  # fmt: skip
+_NUMBER = {
+    "I": 1,
+    "II": 2,
+    "V1": 3,
+    "V2": 4,
+    "V3": 5,
+    "V4": 6,
+    "V5": 7,
+    "V6": 8,
+    "III": 61,
+    "aVR": 62,
+    "aVL": 63,
+    "aVF": 64,
+    "V7": 9,
+    "V3R": 12,
+}
 _MEANING = {"I": "Lead I (Einthoven)", "II": "Lead II", "III": "Lead III"}
 _UV_PER_UNIT = {"uV": 1.0, "mV": 1000.0}
 _DTYPE = {"SS": "i2", "SL": "i4", "SB": "i1"}
@@ -139,12 +153,42 @@ def make_ecg(
         ds.PatientAge = patient_age
     ds.StudyDate = "20240102"
 
-    groups = [_group(truth, order, fs, coding, units, sensitivity, correction, baseline,
-                     interpretation, bits_stored, pad_samples, label, lsb_uv)]  # fmt: skip
+    groups = [
+        _group(
+            truth,
+            order,
+            fs,
+            coding,
+            units,
+            sensitivity,
+            correction,
+            baseline,
+            interpretation,
+            bits_stored,
+            pad_samples,
+            label,
+            lsb_uv,
+        )
+    ]
     if median_group:
         beat = truth[: int(fs * 1.2)]
-        groups.append(_group(beat, order, fs, coding, units, sensitivity, correction, baseline,
-                             interpretation, bits_stored, 0, "MEDIAN BEAT", lsb_uv))  # fmt: skip
+        groups.append(
+            _group(
+                beat,
+                order,
+                fs,
+                coding,
+                units,
+                sensitivity,
+                correction,
+                baseline,
+                interpretation,
+                bits_stored,
+                0,
+                "MEDIAN BEAT",
+                lsb_uv,
+            )
+        )
     ds.WaveformSequence = DicomSequence(groups)
     return FactoryECG(ds, truth, lsb_uv)
 

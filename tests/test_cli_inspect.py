@@ -16,8 +16,16 @@ from ecg2age_dicom.cli import main
 from tests.ecg_factory import make_ecg
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
-JSON_KEYS = {"path", "sop_instance_uid", "sampling_frequency", "duration_s", "leads_found",
-             "leads_derived", "ok", "error"}  # fmt: skip
+JSON_KEYS = {
+    "path",
+    "sop_instance_uid",
+    "sampling_frequency",
+    "duration_s",
+    "leads_found",
+    "leads_derived",
+    "ok",
+    "error",
+}
 
 
 def run(*argv: str) -> tuple[int, str]:

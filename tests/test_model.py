@@ -183,8 +183,9 @@ def test_micro_batcher_gives_each_caller_its_own_result():
     try:
         with ThreadPoolExecutor(16) as pool:
             values = list(range(200))
-            futures = list(pool.map(
-                lambda v: batcher.submit(np.full((4, 12), v, np.float32)), values))  # fmt: skip
+            futures = list(
+                pool.map(lambda v: batcher.submit(np.full((4, 12), v, np.float32)), values)
+            )
             results = [future.result(timeout=10) for future in futures]
     finally:
         batcher.close()

@@ -42,16 +42,22 @@ def inputs(tmp_path) -> dict[str, Path]:
 
 def make_pipeline(store, tiny_runtime, tmp_path, **options) -> Pipeline:
     _, sessions = store
-    return Pipeline(sessions, tiny_runtime, Spool(tmp_path / "spool"), send_to=["PACS", "@sender"],
-                    destinations=DESTINATIONS, batch_size=2, **options)  # fmt: skip
+    return Pipeline(
+        sessions,
+        tiny_runtime,
+        Spool(tmp_path / "spool"),
+        send_to=["PACS", "@sender"],
+        destinations=DESTINATIONS,
+        batch_size=2,
+        **options,
+    )
 
 
 def uid_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime, tmp_path,
-                                                             inputs):  # fmt: skip
+def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime, tmp_path, inputs):
     pipeline = make_pipeline(store, tiny_runtime, tmp_path)
     for path in inputs.values():
         assert pipeline.ingest_file(path, calling_ae_title="CART7", peer="127.0.0.1")
@@ -70,8 +76,10 @@ def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime
         report = pydicom.dcmread(tmp_path / "spool" / "sr" / f"{row.sr_sop_instance_uid}.dcm")
         assert report.StudyInstanceUID == row.study_instance_uid
         evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
-        assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
-            .ReferencedSOPInstanceUID == row.sop_instance_uid  # fmt: skip
+        assert (
+            evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            == row.sop_instance_uid
+        )
     sample_row = rows[uid_of(inputs["sample"])]
     assert sample_row.chronological_age_years == 42.0
     assert sample_row.age_gap_years == pytest.approx(
@@ -87,8 +95,7 @@ def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime
     assert {d.destination for d in deliveries} == {"PACS", "CART-BACK"}
 
 
-def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime, tmp_path,
-                                                            inputs):  # fmt: skip
+def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime, tmp_path, inputs):
     _, sessions = store
     first = make_pipeline(store, tiny_runtime, tmp_path, worker_id="crashed")
     for path in inputs.values():
@@ -96,23 +103,26 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime,
     # The first worker claims a batch and dies before finishing it.
     with sessions.begin() as session:
         assert len(queries.claim_received(session, "crashed", 2)) == 2
-    restarted = make_pipeline(store, tiny_runtime, tmp_path, worker_id="new",
-                              claim_timeout=timedelta(seconds=-1))  # fmt: skip
+    restarted = make_pipeline(
+        store, tiny_runtime, tmp_path, worker_id="new", claim_timeout=timedelta(seconds=-1)
+    )
     assert restarted.run_until_idle() == 3  # the unclaimed ones
     assert restarted.resume() == 2  # the dead worker's claims come back
     assert restarted.run_until_idle() == 2
 
     # A row that already has this model's prediction is never predicted again.
     with sessions.begin() as session:
-        predicted = session.scalars(select(ReceivedInstance).where(
-            ReceivedInstance.status == InstanceStatus.PREDICTED)).first()  # fmt: skip
+        predicted = session.scalars(
+            select(ReceivedInstance).where(ReceivedInstance.status == InstanceStatus.PREDICTED)
+        ).first()
         predicted.status = InstanceStatus.RECEIVED
     assert restarted.run_until_idle() == 1
     with sessions() as session:
         statuses = session.scalars(select(ReceivedInstance.status)).all()
         assert sorted(s.value for s in statuses) == ["failed"] * 2 + ["predicted"] * 3
-        per_instance = session.execute(select(Prediction.instance_id, func.count())
-                                       .group_by(Prediction.instance_id)).all()  # fmt: skip
+        per_instance = session.execute(
+            select(Prediction.instance_id, func.count()).group_by(Prediction.instance_id)
+        ).all()
         assert len(per_instance) == 3 and all(count == 1 for _, count in per_instance)
     reports = list((tmp_path / "spool" / "sr").glob("*.dcm"))
     assert len(reports) == 3

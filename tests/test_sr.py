@@ -23,9 +23,18 @@ SOP_CLASS = {
     SRClass.ENHANCED: "1.2.840.10008.5.1.4.1.1.88.22",
     SRClass.COMPREHENSIVE_3D: "1.2.840.10008.5.1.4.1.1.88.34",
 }
-PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
-                    "ReferringPhysicianName")  # fmt: skip
+PATIENT_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +68,10 @@ def numbers(dataset) -> dict[tuple[str, str], tuple[float, str]]:
     for item in items(dataset):
         if item.ValueType == "NUM":
             value = item.MeasuredValueSequence[0]
-            found[concept(item)] = (float(value.NumericValue),
-                                    value.MeasurementUnitsCodeSequence[0].CodeValue)  # fmt: skip
+            found[concept(item)] = (
+                float(value.NumericValue),
+                value.MeasurementUnitsCodeSequence[0].CodeValue,
+            )
     return found
 
 
@@ -70,8 +81,9 @@ def reread(document, tmp_path: Path):
 
 @pytest.mark.parametrize("sr_class", list(SRClass))
 def test_report_on_the_real_sample(sample, tmp_path, sr_class):
-    document = reread(build_report(sample, RESEARCH_MODEL, 47.123456789, 42.0,
-                                   sr_class=sr_class), tmp_path)  # fmt: skip
+    document = reread(
+        build_report(sample, RESEARCH_MODEL, 47.123456789, 42.0, sr_class=sr_class), tmp_path
+    )
     assert document.SOPClassUID == SOP_CLASS[sr_class]
     assert document.Modality == "SR"
     assert document.StudyInstanceUID == sample.StudyInstanceUID
@@ -92,12 +104,18 @@ def test_report_on_the_real_sample(sample, tmp_path, sr_class):
     assert values[(codes.PREDICTED_AGE.value, "99ECG2AGE")] == (47.12, "a")
     assert values[(codes.CHRONOLOGICAL_AGE.value, "LN")] == (42.0, "a")
     assert values[(codes.AGE_GAP.value, "99ECG2AGE")] == (5.12, "a")
-    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue
-             for item in items(document) if item.ValueType == "TEXT"}  # fmt: skip
+    texts = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue
+        for item in items(document)
+        if item.ValueType == "TEXT"
+    }
     assert texts["Algorithm Name"] == "ECG2Age-PTBXL" and texts["Algorithm Version"] == "1.0.0"
     assert "NOT FOR CLINICAL USE" in texts[codes.INTENDED_USE.meaning]
-    coded = {concept(item): item.ConceptCodeSequence[0].CodeValue
-             for item in items(document) if item.ValueType == "CODE"}  # fmt: skip
+    coded = {
+        concept(item): item.ConceptCodeSequence[0].CodeValue
+        for item in items(document)
+        if item.ValueType == "CODE"
+    }
     assert coded[(codes.INTENDED_USE.value, "99ECG2AGE")] == codes.RESEARCH_ONLY.value
     schemes = [i.CodingSchemeDesignator for i in document.CodingSchemeIdentificationSequence]
     assert "99ECG2AGE" in schemes
@@ -120,8 +138,11 @@ def test_one_series_per_model_version_in_a_study(sample):
 def test_validated_model_does_not_say_research_only(sample):
     document = build_report(sample, AlgorithmDescription("X", "1", "diagnostic", True), 40.0)
     assert "not for clinical use" not in document.SeriesDescription
-    coded = [item.ConceptCodeSequence[0].CodeValue for item in items(document)
-             if item.ValueType == "CODE"]  # fmt: skip
+    coded = [
+        item.ConceptCodeSequence[0].CodeValue
+        for item in items(document)
+        if item.ValueType == "CODE"
+    ]
     assert codes.CLINICALLY_VALIDATED.value in coded
 
 
@@ -145,14 +166,16 @@ needs_tools = pytest.mark.skipif(
 def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, source, sr_class):
     ecg = sample if source == "sample" else bare_ecg()
     chronological = 42.0 if source == "sample" else None
-    path = write_atomically(tmp_path / "sr.dcm", dataset_bytes(
-        build_report(ecg, RESEARCH_MODEL, 63.2, chronological, sr_class=sr_class)))  # fmt: skip
+    path = write_atomically(
+        tmp_path / "sr.dcm",
+        dataset_bytes(build_report(ecg, RESEARCH_MODEL, 63.2, chronological, sr_class=sr_class)),
+    )
     verify = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    errors = [line for line in (verify.stdout + verify.stderr).splitlines()
-              if line.startswith("Error")]  # fmt: skip
+    errors = [
+        line for line in (verify.stdout + verify.stderr).splitlines() if line.startswith("Error")
+    ]
     assert errors == []
-    dump = subprocess.run(["dsrdump", "+Pt", str(path)], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    dump = subprocess.run(["dsrdump", "+Pt", str(path)], capture_output=True, text=True, timeout=60)
     assert dump.returncode == 0, dump.stderr
     assert 'NUM:(,,"ECG-predicted age")="63.2" (a,UCUM,"year")' in dump.stdout
     assert "TID 1500" in dump.stdout

@@ -31,8 +31,13 @@ def new(uid: str) -> queries.NewInstance:
 def test_migrations_create_every_table(store):
     engine, _ = store
     tables = set(inspect(engine).get_table_names())
-    assert {"received_instances", "predictions", "reports", "deliveries",
-            "alembic_version"} <= tables  # fmt: skip
+    assert {
+        "received_instances",
+        "predictions",
+        "reports",
+        "deliveries",
+        "alembic_version",
+    } <= tables
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(store):
@@ -40,8 +45,10 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(store):
     if engine.dialect.name != "sqlite":
         return
     with engine.connect() as connection:
-        pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-                   for name in ("journal_mode", "busy_timeout", "foreign_keys")}  # fmt: skip
+        pragmas = {
+            name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+        }
     assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
 
 
@@ -115,11 +122,19 @@ def test_results_follow_the_row_through_its_states(store):
         first, second = queries.claim_received(session, "w", 10)
         queries.mark_failed(session, second, "lead V3 missing")
         report = queries.save_result(
-            session, first,
-            Prediction(model_name="M", model_version="1", predicted_age_years=61.5,
-                       chronological_age_years=50.0, age_gap_years=11.5),
-            "9.9.9", "/spool/sr/9.9.9.dcm", ["PACS", "ARCHIVE", "PACS"],
-        )  # fmt: skip
+            session,
+            first,
+            Prediction(
+                model_name="M",
+                model_version="1",
+                predicted_age_years=61.5,
+                chronological_age_years=50.0,
+                age_gap_years=11.5,
+            ),
+            "9.9.9",
+            "/spool/sr/9.9.9.dcm",
+            ["PACS", "ARCHIVE", "PACS"],
+        )
         assert [d.destination for d in report.deliveries] == ["PACS", "ARCHIVE"]
     with sessions() as session:
         rows = {row.sop_instance_uid: row for row in queries.results(session)}
@@ -152,8 +167,14 @@ def test_one_prediction_per_instance_and_model_version(store):
         queries.record_received(session, new("5.1"))
     with sessions.begin() as session:
         (row,) = queries.claim_received(session, "w", 1)
-        queries.save_result(session, row, Prediction(model_name="M", model_version="1",
-                            predicted_age_years=40.0), "8.1", "/x", [])  # fmt: skip
+        queries.save_result(
+            session,
+            row,
+            Prediction(model_name="M", model_version="1", predicted_age_years=40.0),
+            "8.1",
+            "/x",
+            [],
+        )
     with sessions() as session:
         assert queries.already_predicted(session, [row.id], "M", "1") == {row.id}
         assert queries.already_predicted(session, [row.id], "M", "2") == set()

@@ -36,25 +36,42 @@ def make_data_dir(root: Path, per_fold: int = 10) -> Path:
     for fold in (*data.TRAIN_FOLDS, *data.VALIDATION_FOLDS, *data.TEST_FOLDS):
         ids = np.arange(next_id, next_id + per_fold, dtype=np.int32)
         next_id += per_fold
-        np.savez(root / "ptbxl" / f"fold_{fold:02d}.npz",
-                 signals_delta=_delta(_records(per_fold, 1000, 100, rng)), ecg_id=ids,
-                 patient_id=ids, age=rng.uniform(20, 85, per_fold).astype(np.float32),
-                 sex=np.zeros(per_fold, np.int8))  # fmt: skip
+        np.savez(
+            root / "ptbxl" / f"fold_{fold:02d}.npz",
+            signals_delta=_delta(_records(per_fold, 1000, 100, rng)),
+            ecg_id=ids,
+            patient_id=ids,
+            age=rng.uniform(20, 85, per_fold).astype(np.float32),
+            sex=np.zeros(per_fold, np.int8),
+        )
     test_ids = np.load(root / "ptbxl" / "fold_09.npz")["ecg_id"][:4]
-    np.savez(root / "external" / "ptbxl500.npz",
-             signals_delta=_delta(_records(4, 5000, 500, rng)), ecg_id=test_ids,
-             patient_id=test_ids, age=rng.uniform(20, 85, 4).astype(np.float32),
-             sex=np.zeros(4, np.int8), strat_fold_official=np.full(4, 9, np.int8),
-             ptbxl_pack_fold=np.full(4, 9, np.int8), fs=np.int32(500))  # fmt: skip
+    np.savez(
+        root / "external" / "ptbxl500.npz",
+        signals_delta=_delta(_records(4, 5000, 500, rng)),
+        ecg_id=test_ids,
+        patient_id=test_ids,
+        age=rng.uniform(20, 85, 4).astype(np.float32),
+        sex=np.zeros(4, np.int8),
+        strat_fold_official=np.full(4, 9, np.int8),
+        ptbxl_pack_fold=np.full(4, 9, np.int8),
+        fs=np.int32(500),
+    )
     lengths = np.array([4096, 2934, 1205, 4096, 2934, 4096], np.int32)
     signals = _records(6, 4096, 400, rng)
     for i, length in enumerate(lengths):
         signals[i, length:] = 0
-    np.savez(root / "external" / "code15.npz", signals_delta=_delta(signals), length=lengths,
-             fs=np.full(6, 400, np.int32), uv_per_adu=np.ones(6, np.float32),
-             exam_id=np.arange(6, dtype=np.int64), patient_id=np.arange(6, dtype=np.int64),
-             age=rng.uniform(20, 85, 6).astype(np.float32), sex=np.zeros(6, np.int8),
-             chagas=np.zeros(6, np.int8))  # fmt: skip
+    np.savez(
+        root / "external" / "code15.npz",
+        signals_delta=_delta(signals),
+        length=lengths,
+        fs=np.full(6, 400, np.int32),
+        uv_per_adu=np.ones(6, np.float32),
+        exam_id=np.arange(6, dtype=np.int64),
+        patient_id=np.arange(6, dtype=np.int64),
+        age=rng.uniform(20, 85, 6).astype(np.float32),
+        sex=np.zeros(6, np.int8),
+        chagas=np.zeros(6, np.int8),
+    )
     return root
 
 

@@ -227,8 +227,10 @@ def test_unlabelled_groups_choose_the_longest():
     short, long_ = make_ecg(seconds=6.0), make_ecg(seconds=10.0)
     for built in (short, long_):
         del built.dataset.WaveformSequence[0].MultiplexGroupLabel
-    long_.dataset.WaveformSequence = [short.dataset.WaveformSequence[0],
-                                      long_.dataset.WaveformSequence[0]]  # fmt: skip
+    long_.dataset.WaveformSequence = [
+        short.dataset.WaveformSequence[0],
+        long_.dataset.WaveformSequence[0],
+    ]
     assert decode(long_.dataset).samples.shape[0] == 5000
 
 

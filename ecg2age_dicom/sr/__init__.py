@@ -30,9 +30,16 @@ MANUFACTURER = "ecg2age-dicom"
 SERIES_NUMBER = 990  # high, so the report series sorts after the acquisition series
 # Patient / study attributes highdicom copies from the evidence; type 2: empty is allowed.
 _COPIED_EMPTY_IF_MISSING = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
-    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
-)  # fmt: skip
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 _COPIED_IF_PRESENT = ("PatientAge", "IssuerOfPatientID", "StudyDescription")
 
 
@@ -178,8 +185,9 @@ def build_report(
     with warnings.catch_warnings():
         # highdicom's person-name warning quotes the patient's name: no PHI in logs.
         warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
-        document = _document(sr_class, header, report, algorithm, research, sop_instance_uid,
-                             content_datetime)  # fmt: skip
+        document = _document(
+            sr_class, header, report, algorithm, research, sop_instance_uid, content_datetime
+        )
     document.CodingSchemeIdentificationSequence = DicomSequence(
         [codes.private_scheme_identification()]
     )

@@ -2,7 +2,8 @@
 
 States (DESIGN.md, durability rules): an instance is ``received`` -> ``processing`` (claimed
 by a worker) -> ``predicted`` | ``failed``; each report has one delivery per destination,
-``pending`` -> ``delivered`` | ``delivery_failed``.
+``pending`` -> ``sending`` (claimed by a sender) -> ``delivered`` | ``pending`` again with a
+later ``next_attempt_at`` | ``delivery_failed`` after the last attempt.
 """
 
 from __future__ import annotations
@@ -25,13 +26,19 @@ class InstanceStatus(str, enum.Enum):
 
 class DeliveryStatus(str, enum.Enum):
     PENDING = "pending"
+    SENDING = "sending"
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
 
 
 def _enum(kind: type[enum.Enum], name: str) -> Enum:
-    return Enum(kind, name=name, native_enum=False, length=20,
-                values_callable=lambda members: [m.value for m in members])  # fmt: skip
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class Base(DeclarativeBase):
@@ -114,5 +121,6 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")

@@ -238,3 +238,121 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
         if len(rows) >= limit:
             break
     return rows
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A claimed delivery: which report file goes where, and how often it was tried."""
+
+    delivery_id: int
+    destination: str
+    report_path: str
+    sr_sop_instance_uid: str
+    calling_ae_title: str
+    attempts: int
+
+
+def claim_due_deliveries(session: Session, limit: int) -> list[DueDelivery]:
+    """Atomically move due pending deliveries to ``sending`` and describe them."""
+    now = utcnow()
+    candidates = (
+        select(Delivery.id)
+        .where(Delivery.status == DeliveryStatus.PENDING)
+        .where(Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    ids = session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(select(candidates.c.id)))
+        .where(Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING, claimed_at=now)
+        .returning(Delivery.id)
+    ).all()
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Delivery, Report, ReceivedInstance.calling_ae_title)
+        .join(Report, Delivery.report_id == Report.id)
+        .join(Prediction, Report.prediction_id == Prediction.id)
+        .join(ReceivedInstance, Prediction.instance_id == ReceivedInstance.id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    return [
+        DueDelivery(d.id, d.destination, r.path, r.sr_sop_instance_uid, ae, d.attempts)
+        for d, r, ae in rows
+    ]
+
+
+def finish_delivery(
+    session: Session,
+    delivery_id: int,
+    delivered: bool,
+    error: str | None = None,
+    retry_at: datetime | None = None,
+) -> DeliveryStatus:
+    """Record an attempt: delivered, retry at ``retry_at``, or (no ``retry_at``) given up."""
+    delivery = session.get_one(Delivery, delivery_id)
+    delivery.attempts += 1
+    delivery.claimed_at = None
+    if delivered:
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = utcnow()
+        delivery.last_error = None
+    else:
+        delivery.last_error = error
+        delivery.status = DeliveryStatus.PENDING if retry_at else DeliveryStatus.DELIVERY_FAILED
+        delivery.next_attempt_at = retry_at
+    return delivery.status
+
+
+def requeue_stale_deliveries(session: Session, older_than: timedelta) -> int:
+    """Deliveries left in ``sending`` by a dead process go back to ``pending``."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING)
+        .where(Delivery.claimed_at < utcnow() - older_than)
+        .values(status=DeliveryStatus.PENDING, claimed_at=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def resend(session: Session, status: str = "delivery_failed", sop: str | None = None) -> int:
+    """Make matching deliveries pending again, due now, with a fresh attempt count.
+
+    ``sop`` matches the ECG's or the SR's SOP Instance UID.
+    """
+    query = select(Delivery.id).join(Report, Delivery.report_id == Report.id)
+    query = query.where(Delivery.status == DeliveryStatus(status))
+    if sop:
+        query = (
+            query.join(Prediction, Report.prediction_id == Prediction.id)
+            .join(ReceivedInstance, Prediction.instance_id == ReceivedInstance.id)
+            .where((ReceivedInstance.sop_instance_uid == sop) | (Report.sr_sop_instance_uid == sop))
+        )
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(query.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def delivered_before(session: Session, cutoff: datetime) -> list[tuple[Report, ReceivedInstance]]:
+    """Reports every destination had before ``cutoff``, with their ECG (spool clean-up)."""
+    undelivered = select(Delivery.report_id).where(
+        (Delivery.status != DeliveryStatus.DELIVERED) | (Delivery.delivered_at >= cutoff)
+    )
+    rows = session.execute(
+        select(Report, ReceivedInstance)
+        .join(Prediction, Report.prediction_id == Prediction.id)
+        .join(ReceivedInstance, Prediction.instance_id == ReceivedInstance.id)
+        .where(Report.id.not_in(undelivered))
+        .where(Report.path != "")
+    ).all()
+    return [(report, instance) for report, instance in rows]

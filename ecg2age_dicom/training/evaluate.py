@@ -76,12 +76,18 @@ def evaluate(runtime: ModelRuntime, data_dir: Path, plots_dir: Path | None = Non
     code15 = data.load_code15(data_dir)
     assert code15.lengths is not None
     keep = code15.lengths >= MIN_DURATION_S * code15.fs
-    code15_signals = [s[:n] for s, n, k in zip(code15.signals, code15.lengths, keep, strict=True)
-                      if k]  # fmt: skip
-    results["code15"] = metrics(code15.ages[keep], predict_records(runtime, code15_signals,
-                                                                   code15.fs))  # fmt: skip
-    log.info("code15 %s (of %d records, %d shorter than 5 s left out)",
-             results["code15"], keep.size, int((~keep).sum()))  # fmt: skip
+    code15_signals = [
+        s[:n] for s, n, k in zip(code15.signals, code15.lengths, keep, strict=True) if k
+    ]
+    results["code15"] = metrics(
+        code15.ages[keep], predict_records(runtime, code15_signals, code15.fs)
+    )
+    log.info(
+        "code15 %s (of %d records, %d shorter than 5 s left out)",
+        results["code15"],
+        keep.size,
+        int((~keep).sum()),
+    )
 
     native = data.load_ptbxl500(data_dir, data.TEST_FOLDS)
     at_500 = predict_records(runtime, native.signals, native.fs)
@@ -118,9 +124,13 @@ def draw_plots(true_ages: np.ndarray, predicted: np.ndarray, folder: Path, name:
     axes.scatter(true_ages, predicted, s=4, alpha=0.25, label="ECG")
     axes.plot([0, 100], [0, 100], "k--", lw=1, label="identity")
     axes.plot(centres, means, "o-", color="C3", label="mean per 10-year bin")
-    axes.set(xlabel="chronological age (years)", ylabel="ECG-predicted age (years)",
-             title=f"{name}: PTB-XL folds 9-10 (n={true_ages.size})", xlim=(0, 100),
-             ylim=(0, 100))  # fmt: skip
+    axes.set(
+        xlabel="chronological age (years)",
+        ylabel="ECG-predicted age (years)",
+        title=f"{name}: PTB-XL folds 9-10 (n={true_ages.size})",
+        xlim=(0, 100),
+        ylim=(0, 100),
+    )
     axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(folder / "calibration.png", dpi=110)
@@ -134,9 +144,11 @@ def draw_plots(true_ages: np.ndarray, predicted: np.ndarray, folder: Path, name:
     axes.boxplot(residuals, showfliers=False)
     axes.set_xticks(range(1, 11), labels, rotation=30)
     axes.axhline(0, color="k", lw=1, ls="--")
-    axes.set(xlabel="chronological age decile (years)",
-             ylabel="predicted - chronological (years)",
-             title=f"{name}: error by age, PTB-XL folds 9-10")  # fmt: skip
+    axes.set(
+        xlabel="chronological age decile (years)",
+        ylabel="predicted - chronological (years)",
+        title=f"{name}: error by age, PTB-XL folds 9-10",
+    )
     figure.tight_layout()
     figure.savefig(folder / "error_by_age.png", dpi=110)
     plt.close(figure)

@@ -20,8 +20,9 @@ SERVING_SAMPLES = 5000
 TRAINING_SAMPLES = SERVING_SAMPLES // DECIMATION
 
 
-def _residual_block(layers: Any, x: Any, filters: int, stride: int, kernel_size: int,
-                    dropout: float) -> Any:  # fmt: skip
+def _residual_block(
+    layers: Any, x: Any, filters: int, stride: int, kernel_size: int, dropout: float
+) -> Any:
     shortcut = x
     y = layers.Conv1D(filters, kernel_size, strides=stride, padding="same", use_bias=False)(x)
     y = layers.BatchNormalization()(y)
@@ -64,9 +65,13 @@ def build_serving_model(core: Any) -> Any:
     inputs = keras.Input((SERVING_SAMPLES, len(LEADS)), name="ecg_500hz")
     taps = antialias_filter(1, DECIMATION)
     decimate = layers.DepthwiseConv1D(
-        len(taps), strides=DECIMATION, padding="same", use_bias=False, trainable=False,
+        len(taps),
+        strides=DECIMATION,
+        padding="same",
+        use_bias=False,
+        trainable=False,
         name="decimate_500_to_100hz",
-    )  # fmt: skip
+    )
     x = decimate(inputs)
     kernel = keras.ops.convert_to_numpy(decimate.kernel).copy()
     kernel[:, :, 0] = taps[:, None]

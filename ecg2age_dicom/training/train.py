@@ -75,8 +75,13 @@ def train(
     training = data.load_ptbxl(data_dir, data.TRAIN_FOLDS, limit_per_fold)
     validation = data.load_ptbxl(data_dir, data.VALIDATION_FOLDS, limit_per_fold)
     age_mean, age_std = float(training.ages.mean()), float(training.ages.std())
-    log.info("training records=%d validation records=%d age mean=%.2f std=%.2f",
-             len(training.ages), len(validation.ages), age_mean, age_std)  # fmt: skip
+    log.info(
+        "training records=%d validation records=%d age mean=%.2f std=%.2f",
+        len(training.ages),
+        len(validation.ages),
+        age_mean,
+        age_std,
+    )
 
     def prepare(records: data.Records) -> tuple[np.ndarray, np.ndarray]:
         x = normalize(records.signals, CardInput(normalization="per_lead_zscore"))

@@ -78,13 +78,14 @@ def upgrade() -> None:
         sa.Column("destination", sa.String(64), nullable=False),
         sa.Column(
             "status",
-            _status("delivery_status", "pending", "delivered", "delivery_failed"),
+            _status("delivery_status", "pending", "sending", "delivered", "delivery_failed"),
             nullable=False,
         ),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("next_attempt_at", TIMESTAMP),
         sa.Column("last_error", sa.Text),
         sa.Column("delivered_at", TIMESTAMP),
+        sa.Column("claimed_at", TIMESTAMP),
         sa.UniqueConstraint("report_id", "destination"),
     )
     op.create_index("ix_deliveries_report_id", "deliveries", ["report_id"])
