@@ -1,0 +1,179 @@
+"""The product as a PACS administrator meets it: DCMTK sends ECGs, DCMTK receives the SRs."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from sqlalchemy import func, select
+
+from ecg2age_dicom.store.models import Delivery, Prediction, ReceivedInstance
+from tests.e2e.conftest import echoscu, start_storescp, storescu, wait_for
+from tests.ecg_factory import make_ecg
+
+SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
+
+
+def burst(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_ecg(fs=500 if i % 2 else 1000, seconds=10.0).write(folder / f"ecg{i:03d}.dcm")
+            for i in range(count)]  # fmt: skip
+
+
+def referenced_ecgs(folder: Path) -> list[str]:
+    """The ECG SOP Instance UID each SR received by storescp refers to."""
+    uids = []
+    for path in folder.glob("SR*"):
+        report = pydicom.dcmread(path)
+        evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
+        uids.append(evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+                    .ReferencedSOPInstanceUID)  # fmt: skip
+    return uids
+
+
+def statuses(service) -> dict[str, str]:
+    with service.session() as session:
+        return {uid: status.value for uid, status in session.execute(
+            select(ReceivedInstance.sop_instance_uid, ReceivedInstance.status))}  # fmt: skip
+
+
+def predictions(service) -> int:
+    with service.session() as session:
+        return session.scalar(select(func.count()).select_from(Prediction))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_sample_and_a_burst_of_50_come_back_as_srs(make_service, processes, tmp_path):
+    service = make_service()
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    files = [SAMPLE, *burst(tmp_path / "burst", 50)]
+    sent = storescu(service.port, files)
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: len(list(pacs.glob("SR*"))) >= 51, 180, "51 SRs at the PACS")
+    expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    assert sorted(referenced_ecgs(pacs)) == sorted(expected)
+    sample_sr = next(pydicom.dcmread(p) for p in pacs.glob("SR*")
+                     if pydicom.dcmread(p).PatientID == "642341")  # fmt: skip
+    assert sample_sr.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
+    assert service.stop() == 0
+    log = service.log.read_text()
+    assert "not validated for clinical use" in log
+    for phi in ("Anonymous", "642341", "19710123"):  # the sample's name, ID, birth date
+        assert phi not in log
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_bad_input_gets_a_failure_status_and_the_listener_keeps_serving(make_service, tmp_path):
+    service = make_service()
+    service.start()
+    bad = make_ecg(seconds=3.0).write(tmp_path / "short.dcm")
+    sent = storescu(service.port, [bad], extra=("-v",))
+    assert sent.returncode != 0
+    assert "error: cannotunderstand" in (sent.stdout + sent.stderr).lower()  # 0xC000
+    assert echoscu(service.port).returncode == 0
+    uid = str(pydicom.dcmread(bad).SOPInstanceUID)
+    with service.session() as session:
+        row = session.scalars(select(ReceivedInstance)).one()
+    assert row.sop_instance_uid == uid and row.status.value == "failed"
+    assert "3.00 s long" in row.error
+    assert Path(row.spool_path).exists() and "quarantine" in row.spool_path
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_destination_down_then_up(make_service, processes, tmp_path):
+    service = make_service()
+    service.start()
+    assert storescu(service.port, [SAMPLE]).returncode == 0
+    wait_for(lambda: predictions(service) == 1, 60, "the prediction")
+    time.sleep(2)  # a few delivery attempts fail: nobody listens at the PACS port
+    assert statuses(service) == {pydicom.dcmread(SAMPLE).SOPInstanceUID: "predicted"}
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    wait_for(lambda: len(list(pacs.glob("SR*"))) == 1, 60, "the SR after retries")
+
+    def delivered() -> bool:
+        with service.session() as session:
+            delivery = session.scalars(select(Delivery)).one()
+            return delivery.status.value == "delivered" and delivery.attempts > 1
+
+    wait_for(delivered, 30, "the delivery row to say delivered after several attempts")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, tmp_path):
+    service = make_service()
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    files = burst(tmp_path / "burst", 40)
+    sender = threading.Thread(target=storescu, args=(service.port, files))
+    sender.start()
+    wait_for(lambda: len(statuses(service)) >= 10, 120, "the first ECGs to be accepted")
+    service.kill9()
+    sender.join(timeout=300)
+    accepted = set(statuses(service))
+    assert 10 <= len(accepted) <= 40
+    service.start()
+    wait_for(lambda: len(list(pacs.glob("SR*"))) >= len(accepted), 180, "every accepted ECG's SR")
+    time.sleep(2)  # nothing more may arrive
+    srs = referenced_ecgs(pacs)
+    assert sorted(srs) == sorted(accepted)  # each accepted ECG exactly once
+    assert predictions(service) == len(accepted)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_duplicate_send_gives_one_prediction(make_service, processes, tmp_path):
+    service = make_service()
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    assert storescu(service.port, [SAMPLE]).returncode == 0
+    wait_for(lambda: len(list(pacs.glob("SR*"))) == 1, 60, "the SR")
+    again = storescu(service.port, [SAMPLE])
+    assert again.returncode == 0 and "0xc000" not in again.stdout.lower()
+    time.sleep(2)
+    assert len(list(pacs.glob("SR*"))) == 1
+    assert predictions(service) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_calling_ae_title_not_allowed_is_rejected(make_service):
+    service = make_service(allowed=("CART1",))
+    service.start()
+    assert echoscu(service.port, calling="CART1").returncode == 0
+    refused = echoscu(service.port, calling="INTRUDER")
+    assert refused.returncode != 0
+    assert "reject" in (refused.stdout + refused.stderr).lower()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_tls_association(make_service, tmp_path):
+    key, cert = tmp_path / "server.key", tmp_path / "server.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    service = make_service(tls=f'[listener.tls]\ncert = "{cert}"\nkey = "{key}"\n')
+    service.start()
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    ae = AE(ae_title="CART1")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", service.port, ae_title="ECG2AGE",
+                         tls_args=(context, "localhost"))  # fmt: skip
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    plain = echoscu(service.port)  # no TLS: no association
+    assert plain.returncode != 0
