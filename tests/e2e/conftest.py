@@ -179,22 +179,45 @@ interval_s = 0.5
 def start_storescp(processes: Processes, port: int, folder: Path) -> subprocess.Popen:
     """DCMTK's storescp as the PACS: every received SR lands in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    process = processes.start(["storescp", "-aet", "PACS", "-od", str(folder), str(port)],
-                              folder.parent / "storescp.log", env=DCMTK_ENV)  # fmt: skip
+    process = processes.start(
+        ["storescp", "-aet", "PACS", "-od", str(folder), str(port)],
+        folder.parent / "storescp.log",
+        env=DCMTK_ENV,
+    )
     wait_for(lambda: port_open(port), 30, "storescp to listen")
     return process
 
 
-def storescu(port: int, files: list[Path], calling: str = "CART1",
-             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:  # fmt: skip
+def storescu(
+    port: int, files: list[Path], calling: str = "CART1", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["storescu", "-R", "-aet", calling, "-aec", "ECG2AGE", *extra, "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, timeout=300, env=DCMTK_ENV, check=False,
-    )  # fmt: skip
+        [
+            "storescu",
+            "-R",
+            "-aet",
+            calling,
+            "-aec",
+            "ECG2AGE",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=DCMTK_ENV,
+        check=False,
+    )
 
 
 def echoscu(port: int, calling: str = "CART1") -> subprocess.CompletedProcess:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", "ECG2AGE", "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=60, env=DCMTK_ENV,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", "ECG2AGE", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=DCMTK_ENV,
+        check=False,
+    )

@@ -25,8 +25,10 @@ SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
 
 def burst(folder: Path, count: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [make_ecg(fs=500 if i % 2 else 1000, seconds=10.0).write(folder / f"ecg{i:03d}.dcm")
-            for i in range(count)]  # fmt: skip
+    return [
+        make_ecg(fs=500 if i % 2 else 1000, seconds=10.0).write(folder / f"ecg{i:03d}.dcm")
+        for i in range(count)
+    ]
 
 
 def referenced_ecgs(folder: Path) -> list[str]:
@@ -35,15 +37,20 @@ def referenced_ecgs(folder: Path) -> list[str]:
     for path in folder.glob("SR*"):
         report = pydicom.dcmread(path)
         evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
-        uids.append(evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-                    .ReferencedSOPInstanceUID)  # fmt: skip
+        uids.append(
+            evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        )
     return uids
 
 
 def statuses(service) -> dict[str, str]:
     with service.session() as session:
-        return {uid: status.value for uid, status in session.execute(
-            select(ReceivedInstance.sop_instance_uid, ReceivedInstance.status))}  # fmt: skip
+        return {
+            uid: status.value
+            for uid, status in session.execute(
+                select(ReceivedInstance.sop_instance_uid, ReceivedInstance.status)
+            )
+        }
 
 
 def predictions(service) -> int:
@@ -63,8 +70,9 @@ def test_sample_and_a_burst_of_50_come_back_as_srs(make_service, processes, tmp_
     wait_for(lambda: len(list(pacs.glob("SR*"))) >= 51, 180, "51 SRs at the PACS")
     expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
     assert sorted(referenced_ecgs(pacs)) == sorted(expected)
-    sample_sr = next(pydicom.dcmread(p) for p in pacs.glob("SR*")
-                     if pydicom.dcmread(p).PatientID == "642341")  # fmt: skip
+    sample_sr = next(
+        pydicom.dcmread(p) for p in pacs.glob("SR*") if pydicom.dcmread(p).PatientID == "642341"
+    )
     assert sample_sr.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
     assert service.stop() == 0
     log = service.log.read_text()
@@ -161,17 +169,37 @@ def test_calling_ae_title_not_allowed_is_rejected(make_service):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_tls_association(make_service, tmp_path):
     key, cert = tmp_path / "server.key", tmp_path / "server.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     service = make_service(tls=f'[listener.tls]\ncert = "{cert}"\nkey = "{key}"\n')
     service.start()
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     ae = AE(ae_title="CART1")
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", service.port, ae_title="ECG2AGE",
-                         tls_args=(context, "localhost"))  # fmt: skip
+    assoc = ae.associate(
+        "127.0.0.1", service.port, ae_title="ECG2AGE", tls_args=(context, "localhost")
+    )
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0x0000
     assoc.release()

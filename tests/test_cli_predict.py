@@ -1,0 +1,89 @@
+"""``predict``, ``model info`` / ``verify``, ``results`` and ``db upgrade`` as a user runs them,
+with the shipped default model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from ecg2age_dicom.cli import main
+from tests.ecg_factory import make_ecg
+
+SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
+KEYS = {
+    "path",
+    "sop_instance_uid",
+    "predicted_age_years",
+    "chronological_age_years",
+    "age_gap_years",
+    "model_name",
+    "model_version",
+    "error",
+}
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _in_repository(monkeypatch, tmp_path):
+    # The default config's relative paths (model card, var/) resolve from the repository.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("ECG2AGE__STORAGE__DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+
+def test_predict_the_real_sample_with_the_default_model(tmp_path):
+    code, text = run("predict", str(SAMPLE), "--format", "json", "--sr-dir", str(tmp_path / "sr"))
+    assert code == 0
+    row = json.loads(text)
+    assert set(row) >= KEYS
+    assert row["model_name"] == "ECG2Age-PTBXL" and row["error"] is None
+    assert 0 < row["predicted_age_years"] < 120
+    assert row["chronological_age_years"] == 42.0  # Patient's Age 042Y
+    assert row["age_gap_years"] == pytest.approx(row["predicted_age_years"] - 42.0, abs=0.02)
+    report = pydicom.dcmread(row["sr_path"])
+    assert report.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
+    assert report.SOPInstanceUID == row["sr_sop_instance_uid"]
+
+
+def test_predict_reports_bad_files_and_goes_on(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder / "a.dcm")
+    make_ecg(leads=("I", "II", "V1")).write(folder / "b.dcm")
+    make_ecg(patient_age=None, fs=250).write(folder / "c.dcm")
+    code, text = run("predict", str(folder), "--format", "csv")
+    assert code == 1
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows["a.dcm"]["predicted_age_years"] and not rows["a.dcm"]["error"]
+    assert "V2" in rows["b.dcm"]["error"] and not rows["b.dcm"]["predicted_age_years"]
+    assert rows["c.dcm"]["predicted_age_years"] and not rows["c.dcm"]["age_gap_years"]
+    code, table = run("predict", str(folder))
+    assert "b.dcm: required lead(s)" in table and "model: ECG2Age-PTBXL 1.0.0" in table
+
+
+def test_model_info_and_verify():
+    code, text = run("model", "info", "--format", "json")
+    info = json.loads(text)
+    assert code == 0 and info["file_present"] and info["sha256_ok"]
+    assert info["metrics"]["ptbxl_test"]["n"] == 4259
+    code, text = run("model", "verify")
+    assert code == 0 and "sha256 OK" in text and "predicted" in text
+    code, text = run("model", "info", "--card", "model_zoo/ECG2Age/model.toml")
+    assert code == 0 and "MISSING (model fetch)" in text
+
+
+def test_results_and_db_upgrade(tmp_path):
+    assert run("db", "upgrade")[0] == 0
+    code, text = run("results", "--format", "json")
+    assert code == 0 and json.loads(text) == []
