@@ -43,6 +43,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_decode.py
+	$(BIN)/python benchmarks/bench_model.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
