@@ -126,3 +126,12 @@ def test_missing_and_malformed_files(tmp_path):
         load_settings(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="cannot be read as TOML"):
         load_settings(write(tmp_path, "[listener\nport=1"))
+
+
+def test_serve_with_a_bad_file_exits_non_zero_naming_the_key(tmp_path, capsys):
+    from ecg2age_dicom.cli import main
+
+    path = write(tmp_path, "[listener]\nport = 99999\n")
+    assert main(["--config", str(path), "serve"]) == 2
+    error = capsys.readouterr().err
+    assert "listener.port" in error and str(path) in error

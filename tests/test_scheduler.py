@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.net.scu import Outcome, SendResult
-from ecg2age_dicom.scheduler import Deliverer, backoff_s
+from ecg2age_dicom.scheduler import Deliverer, backoff_s, clean_spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery, Prediction
 
@@ -121,3 +122,37 @@ def test_permanent_refusal_fails_at_once(store):
     with sessions() as session:
         assert {d.status.value for d in session.scalars(select(Delivery))} == {"delivery_failed"}
         assert queries.results(session)[0].status == "delivery_failed"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_spool_clean_up_removes_only_work_delivered_long_enough_ago(store, tmp_path):
+    _, sessions = store
+    ecg, report = tmp_path / "ecg.dcm", tmp_path / "sr.dcm"
+    ecg.write_bytes(b"ecg")
+    report.write_bytes(b"sr")
+    with sessions.begin() as session:
+        queries.record_received(
+            session,
+            queries.NewInstance("7.1", "7.2", "7.3", "1.2.840.10008.5.1.4.1.1.9.1.1", str(ecg)),
+        )
+    with sessions.begin() as session:
+        (row,) = queries.claim_received(session, "w", 1)
+        queries.save_result(
+            session,
+            row,
+            Prediction(model_name="M", model_version="1", predicted_age_years=50.0),
+            "7.9",
+            str(report),
+            ["PACS"],
+        )
+    assert clean_spool(sessions, retention_days=1) == 0  # not delivered yet
+    with sessions.begin() as session:
+        delivery = session.scalars(select(Delivery)).one()
+        queries.finish_delivery(session, delivery.id, delivered=True)
+    assert clean_spool(sessions, retention_days=1) == 0  # delivered just now
+    with sessions.begin() as session:
+        session.execute(update(Delivery).values(delivered_at=queries.utcnow() - timedelta(days=2)))
+    assert clean_spool(sessions, retention_days=1) == 2
+    assert not ecg.exists() and not report.exists()
+    with sessions() as session:
+        assert queries.results(session)[0].status == "delivered"  # the record stays
