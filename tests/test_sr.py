@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -12,7 +14,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ecg2age_dicom.dicomfile import dataset_bytes, write_atomically
-from ecg2age_dicom.sr import AlgorithmDescription, SRClass, build_report, codes, series_uid_for
+from ecg2age_dicom.sr import (
+    AlgorithmDescription,
+    SRClass,
+    build_report,
+    build_report_with_highdicom,
+    codes,
+    series_uid_for,
+)
 from tests.ecg_factory import make_ecg
 
 RESEARCH_MODEL = AlgorithmDescription(
@@ -182,3 +191,27 @@ def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, sourc
     html = subprocess.run(["dsr2html", str(path)], capture_output=True, text=True, timeout=60)
     assert html.returncode == 0, html.stderr
     assert "63.2 a" in html.stdout and "Not validated for clinical use" in html.stdout
+
+
+def _comparable(document) -> dict:
+    """A report as JSON, without what differs between any two builds (creation time, the
+    random tracking UID)."""
+    document = pydicom.dcmread(io.BytesIO(dataset_bytes(document)))
+    del document.InstanceCreationDate, document.InstanceCreationTime
+    document.ContributingEquipmentSequence[0].ContributionDateTime = "20000101"
+    for item in items(document):
+        if item.ValueType == "UIDREF" and concept(item) == ("112040", "DCM"):
+            item.UID = "1.2.3"
+    return document.to_json_dict()
+
+
+@pytest.mark.parametrize("source", ["sample", "bare"])
+@pytest.mark.parametrize("sr_class", list(SRClass))
+def test_the_fast_path_builds_the_same_report_as_highdicom(sample, source, sr_class):
+    ecg = sample if source == "sample" else bare_ecg()
+    chronological = 42.0 if source == "sample" else None
+    when = datetime(2026, 1, 2, 3, 4, 5, 600000)
+    options = {"sr_class": sr_class, "sop_instance_uid": "2.25.99", "content_datetime": when}
+    fast = build_report(ecg, RESEARCH_MODEL, 61.234, chronological, **options)
+    reference = build_report_with_highdicom(ecg, RESEARCH_MODEL, 61.234, chronological, **options)
+    assert _comparable(fast) == _comparable(reference)
