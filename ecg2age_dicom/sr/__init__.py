@@ -233,8 +233,29 @@ _PLACEHOLDER_ECG_UIDS = ("1.2.840.10008.5.1.4.1.1.9.1.1", "2.25.1", "2.25.2", "2
 _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
 
 
+@dataclass(frozen=True)
+class _Template:
+    """An encoded report and where, in its content tree, the per-ECG values sit."""
+
+    encoded: bytes
+    numbers: tuple[tuple[tuple[int, ...], str], ...]  # (path, concept code value)
+    tracking_uid: tuple[int, ...]
+
+
+def _content_paths(dataset: Dataset, prefix: tuple[int, ...] = ()):
+    for index, item in enumerate(dataset.get("ContentSequence", [])):
+        yield (*prefix, index), item
+        yield from _content_paths(item, (*prefix, index))
+
+
+def _at(dataset: Dataset, path: tuple[int, ...]) -> Dataset:
+    for index in path:
+        dataset = dataset.ContentSequence[index]
+    return dataset
+
+
 @lru_cache(maxsize=32)
-def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> bytes:
+def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> _Template:
     """A report built by highdicom for a placeholder ECG, encoded once per variant."""
     placeholder = Dataset()
     for keyword, uid in zip(
@@ -246,15 +267,16 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
     document = build_report_with_highdicom(
         placeholder, algorithm, 0.0, 0.0 if with_age else None, sr_class=sr_class
     )
+    numbers, tracking = [], ()
+    for path, item in _content_paths(document):
+        concept = item.ConceptNameCodeSequence[0].CodeValue
+        if item.ValueType == "NUM":
+            numbers.append((path, concept))
+        elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
+            tracking = path
     buffer = io.BytesIO()
     document.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def _content_items(dataset: Dataset):
-    for item in dataset.get("ContentSequence", []):
-        yield item
-        yield from _content_items(item)
+    return _Template(buffer.getvalue(), tuple(numbers), tracking)
 
 
 def build_report(
@@ -275,7 +297,9 @@ def build_report(
     :func:`build_report_with_highdicom` (the tests check both give the same report).
     """
     with_age = chronological_age_years is not None
-    document = pydicom.dcmread(io.BytesIO(_template(algorithm, sr_class, with_age)))
+    template = _template(algorithm, sr_class, with_age)
+    # Only the elements set below are decoded: touching the whole tree costs ~15 ms.
+    document = pydicom.dcmread(io.BytesIO(template.encoded))
     header = evidence_header(ecg)
     uid = sop_instance_uid or generate_uid()
     document.SOPInstanceUID = document.file_meta.MediaStorageSOPInstanceUID = uid
@@ -302,12 +326,9 @@ def build_report(
     if chronological_age_years is not None:
         values[codes.CHRONOLOGICAL_AGE.value] = chronological_age_years
         values[codes.AGE_GAP.value] = predicted_age_years - chronological_age_years
-    for item in _content_items(document):
-        concept = item.ConceptNameCodeSequence[0].CodeValue
-        if item.ValueType == "NUM":
-            measured = item.MeasuredValueSequence[0]
-            measured.FloatingPointValue = _decimal(values[concept])
-            measured.NumericValue = _decimal(values[concept])
-        elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
-            item.UID = generate_uid()
+    for path, concept in template.numbers:
+        measured = _at(document, path).MeasuredValueSequence[0]
+        measured.FloatingPointValue = _decimal(values[concept])
+        measured.NumericValue = _decimal(values[concept])
+    _at(document, template.tracking_uid).UID = generate_uid()
     return document
