@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ecg2age_dicom.errors import ConfigError
+from ecg2age_dicom.errors import ConfigError, Ecg2AgeError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,7 @@ class Destination(_Section):
 class PipelineSettings(_Section):
     """``[pipeline]``: the workers that turn received ECGs into reports."""
 
-    workers: int = Field(1, ge=1, le=16)
+    workers: int = Field(1, ge=0, le=16)  # 0: receive only (workers run elsewhere)
     claim_timeout_s: float = Field(120.0, gt=0)  # a dead worker's claims return after this
     poll_interval_s: float = Field(0.5, gt=0)
 
@@ -190,13 +190,24 @@ class Settings(BaseSettings):
         return self
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
+def read_toml(path: Path, what: str, error: type[Ecg2AgeError]) -> dict[str, Any]:
+    """A TOML file's content; ``error`` (naming ``what`` and the path) when it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read as TOML: {exc}") from None
+
+
+def describe_problems(error: ValidationError) -> list[str]:
+    """Each validation problem as "dotted.key: message" ("unknown key" for extra keys)."""
+    problems = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{key}: {message}")
+    return problems
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -217,16 +228,11 @@ def load_settings(path: Path | None = None) -> Settings:
     data: dict[str, Any] = {}
     source = str(path) if path is not None else "built-in defaults"
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"configuration file {path} cannot be read as TOML: {exc}") from None
+        data = read_toml(Path(path), "configuration file", ConfigError)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(
             f"invalid configuration in {source} (or its ECG2AGE__ environment overrides):\n"
-            + _describe(exc)
+            + "\n".join(f"  {problem}" for problem in describe_problems(exc))
         ) from None

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +24,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ecg2age_dicom.config import describe_problems, read_toml
 from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.waveform import LEADS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +106,11 @@ def load_card(path: Path) -> ModelCard:
     ModelError
         The card is missing, not TOML, or has an unknown key or a bad value (named).
     """
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"model card {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ModelError(f"model card {path} cannot be read as TOML: {exc}") from None
+    data = read_toml(Path(path), "model card", ModelError)
     try:
         return ModelCard(**data, folder=Path(path).parent)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        )
+        problems = "; ".join(describe_problems(exc))
         raise ModelError(f"model card {path} is invalid: {problems}") from None
 
 

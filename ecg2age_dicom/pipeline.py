@@ -133,18 +133,7 @@ class Receiver:
             target = folder / f"{uid}.dcm"
             with self.sessions.begin() as session:
                 _, created = queries.record_received(
-                    session,
-                    queries.NewInstance(
-                        sop_instance_uid=uid,
-                        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-                        series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
-                        sop_class_uid=announced_sop_class,
-                        spool_path=str(target),
-                        calling_ae_title=calling_ae_title,
-                        peer_address=peer,
-                        status=InstanceStatus.FAILED if reason else InstanceStatus.RECEIVED,
-                        error=reason,
-                    ),
+                    session, _new_instance(dataset, target, calling_ae_title, peer, reason)
                 )
                 if created:  # on disk before the row commits, both before we answer
                     write_atomically(target, encoded)
@@ -165,6 +154,22 @@ class Receiver:
         log.info("received sop_instance_uid=%s calling_ae=%s", uid, calling_ae_title)
         self.work_available.set()
         return Received(ReceiveOutcome.STORED)
+
+
+def _new_instance(
+    dataset: Dataset, path: Path, calling_ae_title: str, peer: str, reason: str | None = None
+) -> queries.NewInstance:
+    return queries.NewInstance(
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+        series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
+        sop_class_uid=str(dataset.get("SOPClassUID", "")),
+        spool_path=str(path),
+        calling_ae_title=calling_ae_title,
+        peer_address=peer,
+        status=InstanceStatus.FAILED if reason else InstanceStatus.RECEIVED,
+        error=reason,
+    )
 
 
 def algorithm_of(card: ModelCard) -> sr.AlgorithmDescription:
@@ -224,16 +229,7 @@ class Pipeline:
         target = self.spool.received_path(uid)
         with self.sessions.begin() as session:
             _, created = queries.record_received(
-                session,
-                queries.NewInstance(
-                    sop_instance_uid=uid,
-                    study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-                    series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
-                    sop_class_uid=str(dataset.get("SOPClassUID", "")),
-                    spool_path=str(target),
-                    calling_ae_title=calling_ae_title,
-                    peer_address=peer,
-                ),
+                session, _new_instance(dataset, target, calling_ae_title, peer)
             )
             if created:
                 write_atomically(target, Path(path).read_bytes())

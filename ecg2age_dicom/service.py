@@ -13,6 +13,8 @@ import signal
 import threading
 from datetime import timedelta
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from ecg2age_dicom import sr
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.model import ModelRuntime
@@ -35,20 +37,23 @@ def _work(pipeline: Pipeline, wake: threading.Event, stop: threading.Event, poll
         wake.clear()
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM / SIGINT; returns the exit code."""
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
+def _start_workers(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    spool: Spool,
+    wake: threading.Event,
+    stop: threading.Event,
+) -> list[threading.Thread]:
+    """The pipeline threads; none (and no model loaded) on a receive-only node."""
+    if settings.pipeline.workers == 0:
+        log.info("receive only: [pipeline] workers = 0, another process does the work")
+        return []
     runtime = ModelRuntime.load(
         settings.model.card,
         verify_sha256=settings.model.verify_sha256,
         intra_op_threads=settings.model.intra_op_threads,
         inter_op_threads=settings.model.inter_op_threads,
     )
-    spool = Spool(settings.storage.spool_dir)
-    recover_stale(sessions, settings)
-    stop, wake = threading.Event(), threading.Event()
     pipeline = Pipeline(
         sessions,
         runtime,
@@ -70,6 +75,18 @@ def serve(settings: Settings) -> int:
     ]
     for worker in workers:
         worker.start()
+    return workers
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM / SIGINT; returns the exit code."""
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    spool = Spool(settings.storage.spool_dir)
+    recover_stale(sessions, settings)
+    stop, wake = threading.Event(), threading.Event()
+    workers = _start_workers(settings, sessions, spool, wake, stop)
     scheduler = start_scheduler(sessions, settings)
     server = start_listener(settings.listener, Receiver(sessions, spool, wake))
     listener = settings.listener
