@@ -131,10 +131,16 @@ class Service:
 def make_service(processes, tmp_path, database_url) -> Iterator[Callable[..., Service]]:
     made: list[Service] = []
 
-    def make(allowed: tuple[str, ...] = (), tls: str = "", extra: str = "") -> Service:
-        folder = tmp_path / "service"
+    def make(
+        allowed: tuple[str, ...] = (),
+        tls: str = "",
+        extra: str = "",
+        name: str = "service",
+        pacs_port: int | None = None,
+    ) -> Service:
+        folder = tmp_path / name
         folder.mkdir(exist_ok=True)
-        service = Service(processes, folder, free_port(), free_port(), database_url)
+        service = Service(processes, folder, free_port(), pacs_port or free_port(), database_url)
         made.append(service)
         allowed_list = ", ".join(f'"{a}"' for a in allowed)
         (folder / "ecg2age.toml").write_text(f"""

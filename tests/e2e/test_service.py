@@ -205,3 +205,30 @@ def test_tls_association(make_service, tmp_path):
     assoc.release()
     plain = echoscu(service.port)  # no TLS: no association
     assert plain.returncode != 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_processes_share_one_postgresql_work_queue(make_service, processes, tmp_path):
+    first = make_service(name="first")
+    second = make_service(name="second", pacs_port=first.pacs_port)
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, first.pacs_port, pacs)
+    first.start()
+    second.start()
+    files = burst(tmp_path / "burst", 60)
+    sent = [
+        threading.Thread(target=storescu, args=(service.port, files[i::2]))
+        for i, service in enumerate((first, second))
+    ]
+    for thread in sent:
+        thread.start()
+    for thread in sent:
+        thread.join(timeout=300)
+    wait_for(lambda: len(list(pacs.glob("SR*"))) >= 60, 240, "60 SRs")
+    time.sleep(2)
+    assert sorted(referenced_ecgs(pacs)) == sorted(
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
+    )
+    assert predictions(first) == 60
+    for service in (first, second):  # both took work from the shared queue
+        assert service.log.read_text().count("ecg predicted") > 0
