@@ -42,8 +42,14 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install
+	@command -v Orthanc >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's orthanc for the Orthanc baseline"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; \
+		else echo "WARNING: Orthanc not installed (apt-get install orthanc): its baseline is skipped" >&2; fi; }
 	$(BIN)/python benchmarks/bench_decode.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_e2e.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
