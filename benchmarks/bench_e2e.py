@@ -121,7 +121,7 @@ def orthanc_rate(processes: Processes, work: Path, files: list[Path]) -> float |
 def bare_model_rate(inputs: list[Path]) -> float:
     runtime = ModelRuntime.load(CARD)
     batch = np.stack(
-        [waveform.to_model_input(waveform.decode(pydicom.dcmread(p))) for p in inputs[:64]]
+        [runtime.card.input.model_input(waveform.decode(pydicom.dcmread(p))) for p in inputs[:64]]
     )
     best = 0.0
     for size in (32, 64):

@@ -69,7 +69,7 @@ def main() -> None:
 
     runtime = ModelRuntime.load(args.card)
     sample = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
-    ecg = waveform.to_model_input(waveform.decode(sample))
+    ecg = runtime.card.input.model_input(waveform.decode(sample))
     print(f"model {runtime.card.name} {runtime.card.version} ({args.card})")
     print(f"{'mode':<34}{'ECG/s':>9}")
     rates = {}

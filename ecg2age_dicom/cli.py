@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from sqlalchemy.engine import make_url
 
 from ecg2age_dicom import __version__, sr, waveform
 from ecg2age_dicom.age import chronological_age
@@ -28,7 +29,7 @@ from ecg2age_dicom.dicomfile import dataset_bytes, expand_paths, read_dataset, w
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
 from ecg2age_dicom.pipeline import algorithm_of
-from ecg2age_dicom.store import make_engine, queries, session_factory, upgrade
+from ecg2age_dicom.store import open_store, queries
 
 MODEL_FS = 500
 MODEL_SECONDS = 10.0
@@ -168,11 +169,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_resend(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    with session_factory(engine).begin() as session:
+    with open_store(settings.storage.database_url) as sessions, sessions.begin() as session:
         count = queries.resend(session, args.status, args.sop)
-    engine.dispose()
     print(f"{count} deliveries queued again; the running service sends them", file=out)
     return 0
 
@@ -183,12 +181,7 @@ def _card_path(args: argparse.Namespace, settings: Settings) -> Path:
 
 def load_runtime(args: argparse.Namespace, settings: Settings) -> ModelRuntime:
     """The model named by ``--card`` or the configuration, loaded as the service loads it."""
-    return ModelRuntime.load(
-        _card_path(args, settings),
-        verify_sha256=settings.model.verify_sha256,
-        intra_op_threads=settings.model.intra_op_threads,
-        inter_op_threads=settings.model.inter_op_threads,
-    )
+    return ModelRuntime.from_settings(settings.model, args.card)
 
 
 def _round(value: float | None) -> float | None:
@@ -212,9 +205,7 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
         except InvalidECG as exc:
             row["error"] = exc.reason
             continue
-        model_input = waveform.to_model_input(
-            ecg, card.input.sampling_rate_hz, card.input.samples / card.input.sampling_rate_hz
-        )
+        model_input = card.input.model_input(ecg)
         del dataset.WaveformSequence  # keep only the header for the SR
         pending.append((row, model_input, dataset))
     for start in range(0, len(pending), settings.model.batch_size):
@@ -325,7 +316,7 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
     runtime = load_runtime(args, settings)
     sample = Path(get_testdata_file("waveform_ecg.dcm"))
     dataset = read_dataset(sample)
-    model_input = waveform.to_model_input(waveform.decode(dataset))
+    model_input = card.input.model_input(waveform.decode(dataset))
     age = float(runtime.predict(model_input[None])[0])
     chronological = chronological_age(dataset)
     print(
@@ -397,13 +388,10 @@ RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(queries.ResultR
 
 def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
+    with open_store(settings.storage.database_url) as sessions, sessions() as session:
         rows = [
             dataclasses.asdict(row) for row in queries.results(session, args.status, args.limit)
         ]
-    engine.dispose()
     if args.format == "json":
         print(json.dumps(rows, indent=1), file=out)
     elif args.format == "csv":
@@ -434,10 +422,10 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    engine.dispose()
-    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date", file=out)
+    with open_store(settings.storage.database_url):
+        pass  # opening the store applies the migrations
+    url = make_url(settings.storage.database_url).render_as_string(hide_password=True)
+    print(f"database at {url} is up to date", file=out)
     return 0
 
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ecg2age_dicom.config import describe_problems, read_toml
+from ecg2age_dicom.config import ModelSettings, describe_problems, read_toml
 from ecg2age_dicom.errors import ModelError
-from ecg2age_dicom.waveform import LEADS
+from ecg2age_dicom.waveform import ECG, LEADS, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class CardInput(_CardSection):
     normalization: Literal["per_lead_zscore", "scale"] = "per_lead_zscore"
     scale: float = 1.0
     length_policy: str = "centre crop / centre zero-pad to the input length"
+
+    def model_input(self, ecg: ECG) -> np.ndarray:
+        """The (samples, 12) float32 input this card asks for, from a decoded ECG."""
+        return to_model_input(ecg, self.sampling_rate_hz, self.samples / self.sampling_rate_hz)
 
 
 class CardOutput(_CardSection):
@@ -234,6 +238,16 @@ class ModelRuntime:
             )
         log.info("model loaded name=%s version=%s file=%s", card.name, card.version, card.path)
         return runtime
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings, card: Path | None = None) -> ModelRuntime:
+        """Load ``card`` (default: ``[model] card``) with the ``[model]`` settings."""
+        return cls.load(
+            card or settings.card,
+            verify_sha256=settings.verify_sha256,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Ages in years (B,) for a (B, samples, 12) float32 batch in microvolts."""

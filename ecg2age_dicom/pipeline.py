@@ -66,6 +66,9 @@ class Spool:
     def received_path(self, sop_instance_uid: str) -> Path:
         return self.received / f"{sop_instance_uid}.dcm"
 
+    def quarantine_path(self, sop_instance_uid: str) -> Path:
+        return self.quarantine / f"{sop_instance_uid}.dcm"
+
     def report_path(self, sr_sop_instance_uid: str) -> Path:
         return self.reports / f"{sr_sop_instance_uid}.dcm"
 
@@ -129,8 +132,8 @@ class Receiver:
                 waveform.decode(dataset)
             except InvalidECG as exc:
                 reason = exc.reason
-            folder = self.spool.quarantine if reason else self.spool.received
-            target = folder / f"{uid}.dcm"
+            place = self.spool.quarantine_path if reason else self.spool.received_path
+            target = place(uid)
             with self.sessions.begin() as session:
                 _, created = queries.record_received(
                     session, _new_instance(dataset, target, calling_ae_title, peer, reason)
@@ -318,9 +321,7 @@ class Pipeline:
             except InvalidECG as exc:
                 failures.append((instance, exc.reason))
                 continue
-            model_input = waveform.to_model_input(
-                ecg, card.input.sampling_rate_hz, card.input.samples / card.input.sampling_rate_hz
-            )
+            model_input = card.input.model_input(ecg)
             del dataset.WaveformSequence  # the SR needs the header only
             decoded.append(_Decoded(instance, dataset, model_input, chronological_age(dataset)))
         return decoded, failures
@@ -363,7 +364,7 @@ class Pipeline:
     def _quarantine(self, instance: ReceivedInstance) -> None:
         source = Path(instance.spool_path)
         if source.exists():
-            target = self.spool.quarantine / source.name
+            target = self.spool.quarantine_path(instance.sop_instance_uid)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
             instance.spool_path = str(target)

@@ -21,7 +21,7 @@ from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.net.scp import start_listener
 from ecg2age_dicom.pipeline import Pipeline, Receiver, Spool
 from ecg2age_dicom.scheduler import recover_stale, start_scheduler
-from ecg2age_dicom.store import make_engine, session_factory, upgrade
+from ecg2age_dicom.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,7 @@ def _start_workers(
     if settings.pipeline.workers == 0:
         log.info("receive only: [pipeline] workers = 0, another process does the work")
         return []
-    runtime = ModelRuntime.load(
-        settings.model.card,
-        verify_sha256=settings.model.verify_sha256,
-        intra_op_threads=settings.model.intra_op_threads,
-        inter_op_threads=settings.model.inter_op_threads,
-    )
+    runtime = ModelRuntime.from_settings(settings.model)
     pipeline = Pipeline(
         sessions,
         runtime,
@@ -80,9 +75,13 @@ def _start_workers(
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM / SIGINT; returns the exit code."""
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
+    with open_store(settings.storage.database_url) as sessions:
+        _run(settings, sessions)
+    log.info("stopped")
+    return 0
+
+
+def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     spool = Spool(settings.storage.spool_dir)
     recover_stale(sessions, settings)
     stop, wake = threading.Event(), threading.Event()
@@ -101,6 +100,3 @@ def serve(settings: Settings) -> int:
     for worker in workers:
         worker.join()
     scheduler.shutdown(wait=True)
-    engine.dispose()
-    log.info("stopped")
-    return 0

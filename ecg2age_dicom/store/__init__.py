@@ -4,7 +4,7 @@ SQLite by default (``sqlite:///var/ecg2age.sqlite3``), PostgreSQL through psycop
 sites (``postgresql+psycopg://user@host/db``), selected by ``[storage] database_url``.
 """
 
-from ecg2age_dicom.store.db import make_engine, session_factory, upgrade
+from ecg2age_dicom.store.db import make_engine, open_store, session_factory, upgrade
 from ecg2age_dicom.store.models import (
     Delivery,
     DeliveryStatus,
@@ -22,6 +22,7 @@ __all__ = [
     "ReceivedInstance",
     "Report",
     "make_engine",
+    "open_store",
     "session_factory",
     "upgrade",
 ]

@@ -7,6 +7,8 @@ them (``ecg2age-dicom db upgrade``, and the service at start).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,17 @@ def make_engine(database_url: str) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def open_store(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the migrated database at ``database_url``; the engine is closed after."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
