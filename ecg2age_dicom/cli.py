@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
-from ecg2age_dicom import __version__, sr, waveform
+from ecg2age_dicom import __version__, logs, sr, waveform
 from ecg2age_dicom.age import chronological_age
 from ecg2age_dicom.config import Settings, load_settings
 from ecg2age_dicom.dicomfile import dataset_bytes, expand_paths, read_dataset, write_atomically
@@ -532,15 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``ecg2age-dicom``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    if not args.verbose:
-        # Libraries' per-message INFO lines drown ours (and highdicom's name the patient's
-        # dataset); keep their warnings.
-        for name in ("apscheduler", "highdicom", "pynetdicom", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.handler(args, out or sys.stdout))
     except ConfigError as exc:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import multiprocessing
 import os
 import socket
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,6 +73,27 @@ class Spool:
         return self.reports / f"{sr_sop_instance_uid}.dcm"
 
 
+class Doorbell:
+    """Wakes idle workers, in this process or in worker processes, when work arrives.
+
+    A semaphore rather than an Event: ringing is one ``sem_post``, so a process killed while
+    ringing leaves no lock held that the others would wait on for ever.
+    """
+
+    def __init__(self) -> None:
+        self._rings = multiprocessing.get_context("spawn").Semaphore(0)
+
+    def ring(self) -> None:
+        self._rings.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a ring; True if rung. Rings so far count as one."""
+        rung = self._rings.acquire(timeout=timeout_s)
+        while self._rings.acquire(block=False):
+            pass
+        return rung
+
+
 class ReceiveOutcome(enum.Enum):
     """What the listener answers for one received instance."""
 
@@ -102,11 +123,11 @@ class Receiver:
         self,
         sessions: sessionmaker[Session],
         spool: Spool,
-        work_available: threading.Event | None = None,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.sessions = sessions
         self.spool = spool
-        self.work_available = work_available or threading.Event()
+        self.doorbell = doorbell or Doorbell()
 
     def accept(
         self,
@@ -155,7 +176,7 @@ class Receiver:
             )
             return Received(ReceiveOutcome.INVALID, reason)
         log.info("received sop_instance_uid=%s calling_ae=%s", uid, calling_ae_title)
-        self.work_available.set()
+        self.doorbell.ring()
         return Received(ReceiveOutcome.STORED)
 
 

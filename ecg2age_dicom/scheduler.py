@@ -142,33 +142,44 @@ def clean_spool(sessions: sessionmaker[Session], retention_days: float) -> int:
     return removed
 
 
-def start_scheduler(sessions: sessionmaker[Session], settings: Settings) -> BackgroundScheduler:
-    """Start the background jobs; ``shutdown(wait=True)`` stops them after the running ones."""
-    deliverer = Deliverer(sessions, settings)
+def start_scheduler(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    deliverer: Deliverer | None = None,
+    maintain: bool = True,
+) -> BackgroundScheduler:
+    """Start the background jobs; ``shutdown(wait=True)`` stops them after the running ones.
+
+    ``deliverer`` (when given) sends due reports every ``[delivery] interval_s``; ``maintain``
+    adds stale-claim recovery and the hourly spool clean-up.
+    """
     scheduler = BackgroundScheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
     )
-    scheduler.add_job(
-        deliverer.run_once,
-        "interval",
-        seconds=settings.delivery.interval_s,
-        id="deliver",
-        next_run_time=datetime.now(),
-    )
-    scheduler.add_job(
-        recover_stale,
-        "interval",
-        args=[sessions, settings],
-        seconds=max(settings.pipeline.claim_timeout_s / 2, 1),
-        id="recover",
-    )
-    scheduler.add_job(
-        clean_spool,
-        "interval",
-        args=[sessions, settings.storage.retention_days],
-        hours=1,
-        id="clean-spool",
-        next_run_time=datetime.now(),
-    )
+    if deliverer is not None:
+        scheduler.add_job(
+            deliverer.run_once,
+            "interval",
+            seconds=settings.delivery.interval_s,
+            id="deliver",
+            next_run_time=datetime.now(),
+        )
+    if maintain:
+        scheduler.add_job(
+            recover_stale,
+            "interval",
+            args=[sessions, settings],
+            seconds=max(settings.pipeline.claim_timeout_s / 2, 1),
+            id="recover",
+        )
+        scheduler.add_job(
+            clean_spool,
+            "interval",
+            args=[sessions, settings.storage.retention_days],
+            hours=1,
+            id="clean-spool",
+            next_run_time=datetime.now(),
+        )
     scheduler.start()
     return scheduler

@@ -1,76 +1,46 @@
-"""The running service: wires store, model, pipeline workers, scheduler and listener.
+"""The running service: the listener in this process, the pipeline in worker processes.
 
-Start order: migrations, model (with its warm-up), stale-claim recovery, workers, scheduler,
-listener, then one log line ``listening on HOST:PORT as AE_TITLE``. Stop order on SIGTERM /
-SIGINT: the listener stops accepting, workers finish the batch in hand, the scheduler finishes
-the running delivery, then the process exits 0.
+Decoding, prediction and SR encoding are mostly Python that holds the GIL, so a worker
+thread beside the listener would take turns with it on one core; each of the
+``[pipeline] workers`` worker processes (spawned, so TensorFlow never loads in the listener)
+has its own model, pipeline loop and delivery job. They share the database, the spool, a
+doorbell the listener rings when work arrives, and each worker a lifeline to the service:
+when it closes (stop, or the service died) the worker stops.
+
+Start order: migrations, stale-claim recovery, worker processes (each loads the model and
+reports ready, or the service stops with the worker's error), maintenance jobs, listener,
+then one log line ``listening on HOST:PORT as AE_TITLE``. A worker process that dies is
+started again. Stop order on SIGTERM / SIGINT: the listener stops accepting, workers finish
+the batch and the delivery in hand, then the process exits 0. A worker whose parent
+disappears (kill -9) stops the same way; its unfinished claims are requeued at next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import signal
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom import sr
+from ecg2age_dicom import logs, sr
 from ecg2age_dicom.config import Settings
+from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.net.scp import start_listener
-from ecg2age_dicom.pipeline import Pipeline, Receiver, Spool
-from ecg2age_dicom.scheduler import recover_stale, start_scheduler
+from ecg2age_dicom.pipeline import Doorbell, Pipeline, Receiver, Spool
+from ecg2age_dicom.scheduler import Deliverer, recover_stale, start_scheduler
 from ecg2age_dicom.store import open_store
 
 log = logging.getLogger(__name__)
-
-
-def _work(pipeline: Pipeline, wake: threading.Event, stop: threading.Event, poll_s: float) -> None:
-    while not stop.is_set():
-        try:
-            if pipeline.run_once():
-                continue
-        except Exception:  # logged by the pipeline; the batch went back to the queue
-            stop.wait(poll_s)
-        wake.wait(poll_s)
-        wake.clear()
-
-
-def _start_workers(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    spool: Spool,
-    wake: threading.Event,
-    stop: threading.Event,
-) -> list[threading.Thread]:
-    """The pipeline threads; none (and no model loaded) on a receive-only node."""
-    if settings.pipeline.workers == 0:
-        log.info("receive only: [pipeline] workers = 0, another process does the work")
-        return []
-    runtime = ModelRuntime.from_settings(settings.model)
-    pipeline = Pipeline(
-        sessions,
-        runtime,
-        spool,
-        send_to=settings.sr.send_to,
-        destinations=settings.destinations,
-        sr_class=sr.SRClass(settings.sr.sop_class),
-        batch_size=settings.model.batch_size,
-        claim_timeout=timedelta(seconds=settings.pipeline.claim_timeout_s),
-    )
-    workers = [
-        threading.Thread(
-            target=_work,
-            name=f"pipeline-{n}",
-            daemon=True,
-            args=(pipeline, wake, stop, settings.pipeline.poll_interval_s),
-        )
-        for n in range(settings.pipeline.workers)
-    ]
-    for worker in workers:
-        worker.start()
-    return workers
+_SPAWN = multiprocessing.get_context("spawn")
+WATCH_INTERVAL_S = 1.0  # how often the service looks whether its workers are alive
 
 
 def serve(settings: Settings) -> int:
@@ -84,19 +54,152 @@ def serve(settings: Settings) -> int:
 def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     spool = Spool(settings.storage.spool_dir)
     recover_stale(sessions, settings)
-    stop, wake = threading.Event(), threading.Event()
-    workers = _start_workers(settings, sessions, spool, wake, stop)
-    scheduler = start_scheduler(sessions, settings)
-    server = start_listener(settings.listener, Receiver(sessions, spool, wake))
+    # Signal handlers set a threading.Event: a multiprocessing one takes a lock that the
+    # interrupted main thread may already hold.
+    stopping, doorbell = threading.Event(), Doorbell()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    workers = [_Worker.start(settings, n, doorbell) for n in range(settings.pipeline.workers)]
+    if not workers:
+        log.info("receive only: [pipeline] workers = 0, another process does the work")
+    receive_only = Deliverer(sessions, settings) if not workers else None
+    scheduler = start_scheduler(sessions, settings, deliverer=receive_only)
+    server = start_listener(settings.listener, Receiver(sessions, spool, doorbell))
     listener = settings.listener
     log.info("listening on %s:%d as %s", listener.host, listener.port, listener.ae_title)
 
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    while not stopping.wait(WATCH_INTERVAL_S):
+        for n, worker in enumerate(workers):
+            if not worker.process.is_alive():
+                log.error("worker %d exited with code %s; starting it again", n, worker.exitcode)
+                try:
+                    workers[n] = _Worker.start(settings, n, doorbell)
+                except ModelError:
+                    log.exception("worker %d could not start again; stopping", n)
+                    stopping.set()
     log.info("stopping: no new associations; finishing work in hand")
     server.shutdown()
-    wake.set()
     for worker in workers:
-        worker.join()
+        worker.stop()
     scheduler.shutdown(wait=True)
+
+
+@dataclass
+class _Worker:
+    """A worker process and the parent's end of its lifeline (closing it stops the worker)."""
+
+    process: SpawnProcess
+    lifeline: Connection
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    @classmethod
+    def start(cls, settings: Settings, number: int, doorbell: Doorbell) -> _Worker:
+        """Start one worker process and wait until its model is loaded.
+
+        Raises
+        ------
+        ModelError
+            The worker could not load the model (its reason), or died while starting.
+        """
+        ready_in, ready_out = _SPAWN.Pipe(duplex=False)
+        lifeline_in, lifeline_out = _SPAWN.Pipe(duplex=False)
+        process = _SPAWN.Process(
+            target=_worker_main,
+            args=(settings, number, doorbell, ready_out, lifeline_in, logging.getLogger().level),
+            name=f"ecg2age-worker-{number}",
+        )
+        process.start()
+        ready_out.close()
+        lifeline_in.close()
+        try:
+            problem = ready_in.recv()
+        except EOFError:  # died before reporting: its traceback is on stderr
+            process.join()
+            problem = f"worker {number} exited with code {process.exitcode} while starting"
+        finally:
+            ready_in.close()
+        if problem is not None:
+            lifeline_out.close()
+            process.join()
+            raise ModelError(problem)
+        return cls(process, lifeline_out)
+
+    def stop(self) -> None:
+        """Ask the worker to finish the work in hand, and wait for it."""
+        self.lifeline.close()
+        self.process.join()
+
+
+def _worker_main(
+    settings: Settings,
+    number: int,
+    doorbell: Doorbell,
+    ready: Connection,
+    lifeline: Connection,
+    log_level: int,
+) -> None:
+    """A worker process: load the model, then claim, predict, report and deliver until told
+    to stop (the parent closes the lifeline, or dies, or SIGTERM)."""
+    logs.configure(log_level, prefix=f"[worker {number}] ")
+    stopping = threading.Event()
+    # Ctrl-C reaches the whole process group: the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        runtime = ModelRuntime.from_settings(settings.model)
+    except Exception as exc:
+        reason = exc.reason if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+        ready.send(f"worker {number} could not load the model: {reason}")
+        return
+    with open_store(settings.storage.database_url, migrate=False) as sessions:
+        pipeline = Pipeline(
+            sessions,
+            runtime,
+            Spool(settings.storage.spool_dir),
+            send_to=settings.sr.send_to,
+            destinations=settings.destinations,
+            sr_class=sr.SRClass(settings.sr.sop_class),
+            batch_size=settings.model.batch_size,
+            claim_timeout=timedelta(seconds=settings.pipeline.claim_timeout_s),
+        )
+        deliverer = Deliverer(sessions, settings)
+        scheduler = start_scheduler(sessions, settings, deliverer=deliverer, maintain=False)
+        threading.Thread(
+            target=_stop_at_end_of_lifeline,
+            args=(lifeline, stopping, doorbell),
+            name="lifeline",
+            daemon=True,
+        ).start()
+        ready.send(None)
+        ready.close()
+        _work(pipeline, deliverer, doorbell, stopping, settings.pipeline.poll_interval_s)
+        scheduler.shutdown(wait=True)
+
+
+def _work(
+    pipeline: Pipeline,
+    deliverer: Deliverer,
+    doorbell: Doorbell,
+    stopping: threading.Event,
+    poll_s: float,
+) -> None:
+    while not stopping.is_set():
+        try:
+            if pipeline.run_once():
+                deliverer.run_once()  # the reports just made; retries are the scheduler's
+                continue
+        except Exception:  # logged by the pipeline; the batch went back to the queue
+            stopping.wait(poll_s)
+        doorbell.wait(poll_s)
+
+
+def _stop_at_end_of_lifeline(
+    lifeline: Connection, stopping: threading.Event, doorbell: Doorbell
+) -> None:
+    with contextlib.suppress(EOFError):  # closed by the parent, or it is gone (kill -9)
+        lifeline.recv()
+    stopping.set()
+    doorbell.ring()  # wake this worker's loop now

@@ -13,11 +13,14 @@ reason that names the attribute at fault.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from scipy.signal import firwin, resample_poly
 
@@ -127,10 +130,20 @@ class ECG:
 
 @dataclass(frozen=True)
 class Channel:
-    """One channel of a multiplex group: the lead it records (None: not one of ours)."""
+    """One channel of a multiplex group, as its Channel Definition Sequence item says.
+
+    ``lead`` is None for a channel that is not one of :data:`LEADS`. ``gain_uv`` and
+    ``offset_uv`` turn raw counts into microvolts; ``problem`` says why they cannot (no
+    Channel Sensitivity, or a unit that is not a voltage), raised only if the lead is used.
+    """
 
     lead: str | None
     label: str
+    gain_uv: float = 1.0
+    offset_uv: float = 0.0
+    unit: str = ""
+    bits_stored: int = 0
+    problem: str | None = None
 
 
 def lead_from_code(value: str, scheme: str, meaning: str) -> str | None:
@@ -155,21 +168,89 @@ def lead_from_code(value: str, scheme: str, meaning: str) -> str | None:
     return _CANONICAL[match.group(1).upper()] if match else None
 
 
-def channels_of(group: Dataset) -> list[Channel]:
-    channels = []
-    for index, channel in enumerate(group.get("ChannelDefinitionSequence", [])):
-        source = channel.get("ChannelSourceSequence")
-        if not source:
-            channels.append(Channel(None, f"channel {index + 1}"))
-            continue
-        code = source[0]
-        value = str(code.get("CodeValue", code.get("LongCodeValue", "")))
-        lead = lead_from_code(
-            value, str(code.get("CodingSchemeDesignator", "")), str(code.get("CodeMeaning", ""))
+def _channel(index: int, definition: Dataset) -> Channel:
+    source = definition.get("ChannelSourceSequence")
+    if not source:
+        return Channel(None, f"channel {index + 1}")
+    code = source[0]
+    value = str(code.get("CodeValue", code.get("LongCodeValue", "")))
+    lead = lead_from_code(
+        value, str(code.get("CodingSchemeDesignator", "")), str(code.get("CodeMeaning", ""))
+    )
+    label = f"channel {index + 1} ({lead or code.get('CodeMeaning', value)})"
+    if definition.get("ChannelSensitivity") in (None, ""):
+        return Channel(
+            lead,
+            label,
+            problem=f"{label} is uncalibrated: no Channel Sensitivity (003A,0210), so its raw "
+            "counts cannot be converted to microvolts",
         )
-        label = f"channel {index + 1} ({lead or code.get('CodeMeaning', value)})"
-        channels.append(Channel(lead, label))
+    try:
+        unit, uv = _uv_per_unit(definition, label)
+    except InvalidECG as exc:
+        return Channel(lead, label, problem=exc.reason)
+    correction = float(definition.get("ChannelSensitivityCorrectionFactor") or 1.0)
+    return Channel(
+        lead,
+        label,
+        gain_uv=float(definition.ChannelSensitivity) * correction * uv,
+        offset_uv=float(definition.get("ChannelBaseline") or 0.0) * uv,
+        unit=unit,
+        bits_stored=int(definition.get("WaveformBitsStored", 0) or 0),
+    )
+
+
+CHANNEL_DEFINITION_SEQUENCE = 0x003A0200
+_CHANNEL_CACHE_SIZE = 256
+_CHANNELS_BY_ENCODING: dict[Hashable, tuple[Channel, ...]] = {}
+_CHANNELS_LOCK = threading.Lock()  # listener threads decode concurrently
+
+
+def channels_of(group: Dataset) -> tuple[Channel, ...]:
+    """The channels of a multiplex group: lead, label and calibration of each.
+
+    A cart writes the same Channel Definition Sequence in every ECG, and turning its ~150
+    elements into Python values is most of the decoding time; so a sequence read from a file
+    is looked up by its encoded values first, and converted only when new.
+    """
+    element = group.get_item(CHANNEL_DEFINITION_SEQUENCE)
+    key = None if element is None else _encoded_key(element)
+    if key is None:
+        return _channels(group.get("ChannelDefinitionSequence", []))
+    key = (key, group.original_encoding, str(group.original_character_set))
+    with _CHANNELS_LOCK:
+        channels = _CHANNELS_BY_ENCODING.get(key)
+    if channels is None:
+        channels = _channels(group.ChannelDefinitionSequence)
+        with _CHANNELS_LOCK:
+            if len(_CHANNELS_BY_ENCODING) >= _CHANNEL_CACHE_SIZE:  # many carts: drop the oldest
+                del _CHANNELS_BY_ENCODING[next(iter(_CHANNELS_BY_ENCODING))]
+            _CHANNELS_BY_ENCODING[key] = channels
     return channels
+
+
+def _encoded_key(element: DataElement | RawDataElement) -> Hashable | None:
+    """The element's value as read from the file, without converting it; None if converted.
+
+    pydicom keeps a defined-length sequence as bytes, but reads an undefined-length one into
+    items whose elements stay encoded: both are keys.
+    """
+    if element.is_raw:
+        return element.tag, element.value
+    if element.VR != "SQ":
+        return None
+    items = []
+    for item in element.value:
+        # keys(), not the item itself: iterating a Dataset converts every element.
+        elements = tuple(_encoded_key(item.get_item(tag)) for tag in item.keys())  # noqa: SIM118
+        if None in elements:
+            return None
+        items.append(elements)
+    return element.tag, tuple(items)
+
+
+def _channels(definitions: Iterable[Dataset]) -> tuple[Channel, ...]:
+    return tuple(_channel(index, definition) for index, definition in enumerate(definitions))
 
 
 def _interpretation(group: Dataset) -> str:
@@ -184,7 +265,7 @@ def _is_median(group: Dataset) -> bool:
     return "MEDIAN" in label or "AVERAGE" in label or "TEMPLATE" in label
 
 
-def choose_rhythm_group(ds: Dataset) -> tuple[int, list[Channel]]:
+def choose_rhythm_group(ds: Dataset) -> tuple[int, tuple[Channel, ...]]:
     """Index and channels of the multiplex group to use as the rhythm recording.
 
     Median-beat / template groups and groups in an unreadable sample format are never chosen.
@@ -364,21 +445,14 @@ def decode(ds: Dataset) -> ECG:
 
     found_leads = [lead for lead in LEADS if lead in column_of]
     columns = [column_of[lead] for lead in found_leads]
-    definitions = group.ChannelDefinitionSequence
-    gains, offsets, units, bits_stored = [], [], [], []
-    for column in columns:
-        channel, name = definitions[column], channels[column].label
-        if channel.get("ChannelSensitivity") in (None, ""):
-            raise InvalidECG(
-                f"{name} is uncalibrated: no Channel Sensitivity (003A,0210), so its raw "
-                "counts cannot be converted to microvolts"
-            )
-        unit, uv = _uv_per_unit(channel, name)
-        units.append(unit)
-        correction = float(channel.get("ChannelSensitivityCorrectionFactor") or 1.0)
-        gains.append(float(channel.ChannelSensitivity) * correction * uv)
-        offsets.append(float(channel.get("ChannelBaseline") or 0.0) * uv)
-        bits_stored.append(int(channel.get("WaveformBitsStored", 0) or 0))
+    used_channels = [channels[column] for column in columns]
+    problem = next((channel.problem for channel in used_channels if channel.problem), None)
+    if problem:
+        raise InvalidECG(problem)
+    gains = [channel.gain_uv for channel in used_channels]
+    offsets = [channel.offset_uv for channel in used_channels]
+    units = [channel.unit for channel in used_channels]
+    bits_stored = [channel.bits_stored for channel in used_channels]
     used = raw[:, columns]
     padded = used == pad_value if pad_value is not None else None
     if len(set(bits_stored)) == 1:

@@ -1,8 +1,9 @@
 """Sending Structured Reports to a destination, one association per burst.
 
-:func:`send_files` reports a typed outcome per file: delivered, a retryable failure
-(association refused or aborted, network down, timeouts, 0xA7xx out of resources), or a
-permanent failure (the destination refused the object itself).
+Files are sent as they are on disk, without decoding. :func:`send_files` reports a typed
+outcome per file: delivered, a retryable failure (association refused or aborted, network
+down, timeouts, 0xA7xx out of resources), or a permanent failure (the destination refused
+the object itself, or the report file cannot be read).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, _config
 from pynetdicom.sop_class import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
@@ -27,6 +28,10 @@ from ecg2age_dicom.config import Destination
 from ecg2age_dicom.net import NO_DELAY_HANDLER
 
 log = logging.getLogger(__name__)
+
+# Send report files without decoding and re-encoding them (pynetdicom's documented switch;
+# a Dataset passed instead is still converted to the negotiated transfer syntax).
+_config.STORE_SEND_CHUNKED_DATASET = True
 
 SR_STORAGE = (ComprehensiveSRStorage, EnhancedSRStorage, Comprehensive3DSRStorage)
 SUCCESS = 0x0000
@@ -103,10 +108,12 @@ def send_files(
 
 def _send_one(assoc, path: str) -> SendResult:
     try:
-        dataset = dcmread(Path(path))
-    except (OSError, ValueError) as exc:
-        return SendResult(path, Outcome.PERMANENT, f"cannot read report {path}: {exc}")
-    status = assoc.send_c_store(dataset)
+        try:
+            status = assoc.send_c_store(Path(path))  # the file's bytes as they are
+        except ValueError:  # the peer took none of our syntaxes for the file's: convert
+            status = assoc.send_c_store(dcmread(Path(path)))
+    except (OSError, ValueError, AttributeError) as exc:
+        return SendResult(path, Outcome.PERMANENT, f"cannot send report {path}: {exc}")
     if not status or "Status" not in status:
         return SendResult(path, Outcome.RETRY, "no response (timeout or aborted association)")
     code = int(status.Status)

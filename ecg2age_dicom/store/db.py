@@ -57,11 +57,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def open_store(database_url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions on the migrated database at ``database_url``; the engine is closed after."""
+def open_store(database_url: str, *, migrate: bool = True) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the database at ``database_url``, migrated first unless ``migrate`` is
+    False (a worker process whose parent migrated); the engine is closed after."""
     engine = make_engine(database_url)
     try:
-        upgrade(engine)
+        if migrate:
+            upgrade(engine)
         yield session_factory(engine)
     finally:
         engine.dispose()
