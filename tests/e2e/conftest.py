@@ -115,10 +115,14 @@ class Service:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
 
-    def kill9(self) -> None:
+    def kill9(self) -> list[int]:
+        """kill -9 the service process alone; returns its child processes' pids."""
         assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
         self.process.kill()
         self.process.wait(timeout=30)
+        return pids
 
     def session(self) -> Session:
         """A short-lived session: a long one would hold SQLite's write lock."""

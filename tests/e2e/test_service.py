@@ -118,6 +118,14 @@ def test_destination_down_then_up(make_service, processes, tmp_path):
     wait_for(delivered, 30, "the delivery row to say delivered after several attempts")
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's reaper may be slow or absent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, tmp_path):
     service = make_service()
@@ -128,7 +136,14 @@ def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, 
     sender = threading.Thread(target=storescu, args=(service.port, files))
     sender.start()
     wait_for(lambda: len(statuses(service)) >= 10, 120, "the first ECGs to be accepted")
-    service.kill9()
+    orphans = service.kill9()
+    assert orphans, "the service runs its pipeline in worker processes"
+    # A worker finishes the batch in hand and stops when its service is gone.
+    wait_for(
+        lambda: not any(running(pid) for pid in orphans),
+        120,
+        "the worker processes of the killed service to stop",
+    )
     sender.join(timeout=300)
     accepted = set(statuses(service))
     assert 10 <= len(accepted) <= 40
