@@ -22,7 +22,8 @@ from functools import lru_cache
 
 import highdicom as hd
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
@@ -235,9 +236,10 @@ _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
 
 @dataclass(frozen=True)
 class _Template:
-    """An encoded report and where, in its content tree, the per-ECG values sit."""
+    """A report as read back from its encoding (elements left encoded; never changed) and
+    where, in its content tree, the per-ECG values sit."""
 
-    encoded: bytes
+    document: Dataset
     numbers: tuple[tuple[tuple[int, ...], str], ...]  # (path, concept code value)
     tracking_uid: tuple[int, ...]
 
@@ -254,9 +256,24 @@ def _at(dataset: Dataset, path: tuple[int, ...]) -> Dataset:
     return dataset
 
 
+def _encoded_copy(dataset: Dataset) -> Dataset:
+    """A new dataset holding the same elements, still encoded: an element is decoded (and
+    changed) in the copy only, and the ones never touched are written out as they are."""
+    copy = Dataset({tag: dataset.get_item(tag) for tag in dataset.keys()})  # noqa: SIM118
+    copy.set_original_encoding(*dataset.original_encoding, dataset.original_character_set)
+    return copy
+
+
+def _put(dataset: Dataset, keyword: str, value: object) -> None:
+    """Set an element without decoding the value it replaces."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    dataset.add_new(tag, dictionary_VR(tag), value)
+
+
 @lru_cache(maxsize=32)
 def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> _Template:
-    """A report built by highdicom for a placeholder ECG, encoded once per variant."""
+    """A report built by highdicom for a placeholder ECG, once per variant."""
     placeholder = Dataset()
     for keyword, uid in zip(
         ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"),
@@ -276,7 +293,8 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
             tracking = path
     buffer = io.BytesIO()
     document.save_as(buffer, enforce_file_format=True)
-    return _Template(buffer.getvalue(), tuple(numbers), tracking)
+    encoded = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return _Template(encoded, tuple(numbers), tracking)
 
 
 def build_report(
@@ -293,42 +311,47 @@ def build_report(
 
     highdicom builds the report once per model version, SR class and with/without
     chronological age; each ECG gets a copy with its own UIDs, patient / study attributes,
-    evidence reference, dates and values. Parameters, return value: as
+    evidence reference, dates and values, in which only those elements are decoded (the rest
+    is written out as encoded). Parameters, return value: as
     :func:`build_report_with_highdicom` (the tests check both give the same report).
     """
-    with_age = chronological_age_years is not None
-    template = _template(algorithm, sr_class, with_age)
-    # Only the elements set below are decoded: touching the whole tree costs ~15 ms.
-    document = pydicom.dcmread(io.BytesIO(template.encoded))
-    header = evidence_header(ecg)
+    template = _template(algorithm, sr_class, chronological_age_years is not None)
+    document = _encoded_copy(template.document)
+    document.file_meta = FileMetaDataset(_encoded_copy(template.document.file_meta))
     uid = sop_instance_uid or generate_uid()
-    document.SOPInstanceUID = document.file_meta.MediaStorageSOPInstanceUID = uid
-    document.StudyInstanceUID = header.StudyInstanceUID
-    document.SeriesInstanceUID = series_uid_for(str(header.StudyInstanceUID), algorithm)
+    _put(document.file_meta, "MediaStorageSOPInstanceUID", uid)
+    _put(document, "SOPInstanceUID", uid)
+    study_uid = ecg.StudyInstanceUID
+    _put(document, "StudyInstanceUID", study_uid)
+    _put(document, "SeriesInstanceUID", series_uid_for(str(study_uid), algorithm))
     for keyword in _COPIED_EMPTY_IF_MISSING:
-        setattr(document, keyword, header.get(keyword))
+        _put(document, keyword, ecg.get(keyword, "") or "")
     for keyword in _COPIED_IF_PRESENT:
-        if keyword in header:
-            setattr(document, keyword, header.get(keyword))
+        if ecg.get(keyword):
+            _put(document, keyword, ecg.get(keyword))
     when = content_datetime or datetime.now()
-    document.ContentDate = document.InstanceCreationDate = when.strftime("%Y%m%d")
-    document.ContentTime = document.InstanceCreationTime = when.strftime("%H%M%S.%f")
-    document.ContributingEquipmentSequence[0].ContributionDateTime = when.strftime(
-        "%Y%m%d%H%M%S.%f"
-    )
+    for keyword, value in (
+        ("ContentDate", when.strftime("%Y%m%d")),
+        ("InstanceCreationDate", when.strftime("%Y%m%d")),
+        ("ContentTime", when.strftime("%H%M%S.%f")),
+        ("InstanceCreationTime", when.strftime("%H%M%S.%f")),
+    ):
+        _put(document, keyword, value)
+    equipment = document.ContributingEquipmentSequence[0]
+    _put(equipment, "ContributionDateTime", when.strftime("%Y%m%d%H%M%S.%f"))
     evidence = document.CurrentRequestedProcedureEvidenceSequence[0]
-    evidence.StudyInstanceUID = header.StudyInstanceUID
+    _put(evidence, "StudyInstanceUID", study_uid)
     series = evidence.ReferencedSeriesSequence[0]
-    series.SeriesInstanceUID = header.SeriesInstanceUID
-    series.ReferencedSOPSequence[0].ReferencedSOPClassUID = header.SOPClassUID
-    series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID = header.SOPInstanceUID
+    _put(series, "SeriesInstanceUID", ecg.SeriesInstanceUID)
+    _put(series.ReferencedSOPSequence[0], "ReferencedSOPClassUID", ecg.SOPClassUID)
+    _put(series.ReferencedSOPSequence[0], "ReferencedSOPInstanceUID", ecg.SOPInstanceUID)
     values = {codes.PREDICTED_AGE.value: predicted_age_years}
     if chronological_age_years is not None:
         values[codes.CHRONOLOGICAL_AGE.value] = chronological_age_years
         values[codes.AGE_GAP.value] = predicted_age_years - chronological_age_years
     for path, concept in template.numbers:
         measured = _at(document, path).MeasuredValueSequence[0]
-        measured.FloatingPointValue = _decimal(values[concept])
-        measured.NumericValue = _decimal(values[concept])
-    _at(document, template.tracking_uid).UID = generate_uid()
+        _put(measured, "FloatingPointValue", _decimal(values[concept]))
+        _put(measured, "NumericValue", _decimal(values[concept]))
+    _put(_at(document, template.tracking_uid), "UID", generate_uid())
     return document
