@@ -242,6 +242,7 @@ class Pipeline:
         self.worker_id = worker_id or default_worker_id()
         self.claim_timeout = claim_timeout
         self.algorithm = algorithm_of(runtime.card)
+        sr.prepare(self.algorithm, sr_class)
 
     def ingest_file(self, path: Path, calling_ae_title: str = "", peer: str = "") -> bool:
         """Copy a file into the spool and record it (a file drop instead of a C-STORE).

@@ -297,6 +297,13 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
     return _Template(encoded, tuple(numbers), tracking)
 
 
+def prepare(algorithm: AlgorithmDescription, sr_class: SRClass) -> None:
+    """Build the templates :func:`build_report` uses now, not on the first ECG (highdicom's
+    first build also loads its IOD tables: about a second)."""
+    for with_age in (False, True):
+        _template(algorithm, sr_class, with_age)
+
+
 def build_report(
     ecg: Dataset,
     algorithm: AlgorithmDescription,

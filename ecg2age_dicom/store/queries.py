@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from ecg2age_dicom.store.models import (
@@ -25,6 +25,8 @@ from ecg2age_dicom.store.models import (
     ReceivedInstance,
     Report,
 )
+
+_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def utcnow() -> datetime:
@@ -46,32 +48,31 @@ class NewInstance:
     error: str | None = None
 
 
-def record_received(session: Session, new: NewInstance) -> tuple[ReceivedInstance, bool]:
-    """Insert a received instance; the same SOP Instance UID again returns the existing row.
+def record_received(session: Session, new: NewInstance) -> tuple[int, bool]:
+    """Insert a received instance unless its SOP Instance UID is already there.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (SQLite and PostgreSQL): the listener
+    pays one statement per ECG, and two connections inserting the same UID cannot both win.
 
     Returns
     -------
-    (row, created)
+    (row id, created)
         ``created`` is False for a duplicate: nothing was changed.
     """
-    existing = session.scalar(
-        select(ReceivedInstance).where(ReceivedInstance.sop_instance_uid == new.sop_instance_uid)
+    insert = _INSERT[session.get_bind().dialect.name]
+    row_id = session.scalar(
+        insert(ReceivedInstance)
+        .values(**new.__dict__, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[ReceivedInstance.sop_instance_uid])
+        .returning(ReceivedInstance.id)
     )
-    if existing is not None:
-        return existing, False
-    row = ReceivedInstance(**new.__dict__, received_at=utcnow())
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # another connection inserted the same UID meanwhile
-        existing = session.scalar(
-            select(ReceivedInstance).where(
-                ReceivedInstance.sop_instance_uid == new.sop_instance_uid
-            )
-        )
-        assert existing is not None
-        return existing, False
-    return row, True
+    if row_id is not None:
+        return row_id, True
+    existing = session.scalar(
+        select(ReceivedInstance.id).where(ReceivedInstance.sop_instance_uid == new.sop_instance_uid)
+    )
+    assert existing is not None
+    return existing, False
 
 
 def claim_received(session: Session, worker: str, limit: int) -> list[ReceivedInstance]:
