@@ -68,11 +68,63 @@ def send(port: int, files: list[Path], aec: str, associations: int = 1) -> float
     return time.perf_counter() - start
 
 
-def rss_mb(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the service's worker processes)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            pids += process_tree(int(child))
+    return pids
+
+
+def _status_kb(path: Path, field: str) -> int:
+    for line in path.read_text().splitlines():
         if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            return int(line.split()[1])
+    return 0
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Sum over the process tree of ``field`` (VmHWM: each process's peak RSS, so the sum
+    counts shared libraries such as TensorFlow's once per process: an upper bound)."""
+    return sum(_status_kb(Path(f"/proc/{p}/status"), field) for p in process_tree(pid)) / 1024
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of the process tree: shared pages split between the processes
+    that map them, so the sum is the memory the service really holds."""
+    return sum(_status_kb(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in process_tree(pid)) / 1024
+
+
+def cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each process of the tree."""
+    used = {}
+    for p in process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        used[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+class PeakSampler:
+    """Samples the tree's summed PSS every half second; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            try:
+                self.peak = max(self.peak, pss_mb(self.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def receive_rate(
@@ -195,6 +247,10 @@ def sr_arrivals(pacs: Path) -> dict[str, float]:
     return arrivals
 
 
+def ratio_pair(first: float, second: float, baseline: float | None) -> str:
+    return f"{first / baseline:.2f} / {second / baseline:.2f}" if baseline else "n/a"
+
+
 def percentiles(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
     return (statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))], ordered[-1])
@@ -259,10 +315,18 @@ def main() -> None:
         )
         wait_for(lambda: port_open(pacs_port), 60, "the PACS")
         service = Service(processes, work, pacs_port)
+        memory = PeakSampler(service.process.pid)
+        cpu_before = cpu_s(service.process.pid)
         start = time.perf_counter()
         accept_1 = args.n / send(service.port, one, "ECG2AGE")
         wait_for(lambda: len(list(pacs.glob("SR*"))) >= args.n, 3600, "the burst's SRs")
         e2e = args.n / (time.perf_counter() - start)
+        cpu_after = cpu_s(service.process.pid)
+        used_ms = {
+            pid: 1000 * (cpu_after[pid] - cpu_before.get(pid, 0.0)) / args.n for pid in cpu_after
+        }
+        listener_ms = used_ms.pop(service.process.pid)
+        worker_ms = sum(used_ms.values())
         received = service.received_at()
         arrived = sr_arrivals(pacs)
         burst_latency = percentiles([arrived[u] - received[u] for u in arrived if u in received])
@@ -276,56 +340,73 @@ def main() -> None:
             send(service.port, [path], "ECG2AGE")
             sent_at[uid] = time.time()
             time.sleep(max(0.0, 1.0 - (time.time() - tick)))
-        wait_for(lambda: len(list(pacs.glob("SR*"))) >= 2 * args.n + args.paced, 600, "paced")
+        expected = 2 * args.n + args.paced
+        wait_for(lambda: len(list(pacs.glob("SR*"))) >= expected, 600, "paced")
         arrived = {u: t for u, t in sr_arrivals(pacs).items() if u not in before}
         paced_latency = percentiles([arrived[u] - sent_at[u] for u in sent_at])
-        peak_rss = rss_mb(service.process.pid)
+        peak_rss, peak_pss = rss_mb(service.process.pid), memory.stop()
         service.stop()
+
+        two_files = make_files(work / "two-workers", args.n)
+        two = Service(processes, work, pacs_port, workers=2)
+        memory = PeakSampler(two.process.pid)
+        start = time.perf_counter()
+        accept_two = args.n / send(two.port, two_files, "ECG2AGE")
+        expected += args.n
+        wait_for(lambda: len(list(pacs.glob("SR*"))) >= expected, 3600, "2 workers' SRs")
+        e2e_two = args.n / (time.perf_counter() - start)
+        peak_rss_two, peak_pss_two = rss_mb(two.process.pid), memory.stop()
+        two.stop()
 
         backlog_files = make_files(work / "backlog", args.backlog)
         receiver = Service(processes, work, pacs_port, workers=0)
         send(receiver.port, backlog_files, "ECG2AGE")
         receive_only_rss = rss_mb(receiver.process.pid)
         receiver.stop()
-        drained = len(list(pacs.glob("SR*"))) + args.backlog
+        drained = expected + args.backlog
         drainer = Service(processes, work, pacs_port)
         drainer_start = time.perf_counter()  # from "listening on", model loaded
-        sampled: list[float] = []
-        done = threading.Event()
-
-        def sample_rss() -> None:
-            while not done.wait(1.0):
-                sampled.append(rss_mb(drainer.process.pid, "VmRSS"))
-
-        threading.Thread(target=sample_rss, daemon=True).start()
+        memory = PeakSampler(drainer.process.pid)
         wait_for(lambda: len(list(pacs.glob("SR*"))) >= drained, 7200, "the backlog's SRs")
-        done.set()
         drain_rate = args.backlog / (time.perf_counter() - drainer_start)
-        backlog_rss = rss_mb(drainer.process.pid)
+        backlog_rss, backlog_pss = rss_mb(drainer.process.pid), memory.stop()
         drainer.stop()
 
         rows = [
             ("accept, 1 association (ECG/s)", f"{accept_1:.1f}"),
             ("accept, 4 associations (ECG/s)", f"{accept_4:.1f}"),
             ("end-to-end, burst of N (ECG/s)", f"{e2e:.1f}"),
+            (
+                "CPU per ECG in that burst: listener / worker (ms)",
+                f"{listener_ms:.1f} / {worker_ms:.1f}",
+            ),
             ("latency in burst p50/p95/max (s)", "/".join(f"{v:.2f}" for v in burst_latency)),
             ("latency at 1 ECG/s p50/p95/max (s)", "/".join(f"{v:.2f}" for v in paced_latency)),
-            ("peak RSS of serve (MB)", f"{peak_rss:.0f}"),
+            (
+                "peak memory of serve: sum of peak RSS / peak PSS (MB)",
+                f"{peak_rss:.0f} / {peak_pss:.0f}",
+            ),
+            ("[pipeline] workers = 2: accept, 1 association (ECG/s)", f"{accept_two:.1f}"),
+            ("[pipeline] workers = 2: end-to-end, burst of N (ECG/s)", f"{e2e_two:.1f}"),
+            (
+                "[pipeline] workers = 2: peak memory, sum of peak RSS / peak PSS (MB)",
+                f"{peak_rss_two:.0f} / {peak_pss_two:.0f}",
+            ),
             (
                 f"RSS receiving a {args.backlog} backlog, receive-only (MB)",
                 f"{receive_only_rss:.0f}",
             ),
             (
-                f"peak RSS draining the backlog (MB; max sampled {max(sampled or [0]):.0f})",
-                f"{backlog_rss:.0f}",
+                "peak memory draining the backlog: sum of peak RSS / peak PSS (MB)",
+                f"{backlog_rss:.0f} / {backlog_pss:.0f}",
             ),
             ("backlog drain rate (ECG/s)", f"{drain_rate:.1f}"),
             ("baseline: bare model, best batch (ECG/s)", f"{bare:.1f}"),
             ("baseline: pynetdicom storescp (ECG/s)", f"{pynetdicom:.1f}"),
             ("baseline: DCMTK storescp (ECG/s)", f"{dcmtk:.1f}"),
             ("baseline: Orthanc (ECG/s)", f"{orthanc:.1f}" if orthanc else "not installed"),
-            ("ratio e2e / Orthanc", f"{e2e / orthanc:.2f}" if orthanc else "n/a"),
-            ("ratio e2e / bare model", f"{e2e / bare:.2f}"),
+            ("ratio e2e / Orthanc (1 worker / 2 workers)", ratio_pair(e2e, e2e_two, orthanc)),
+            ("ratio e2e / bare model (1 worker / 2 workers)", ratio_pair(e2e, e2e_two, bare)),
             ("ratio accept / pynetdicom storescp", f"{accept_1 / pynetdicom:.2f}"),
             ("ratio accept / DCMTK storescp", f"{accept_1 / dcmtk:.2f}"),
         ]

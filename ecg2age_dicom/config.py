@@ -119,7 +119,7 @@ class Destination(_Section):
 class PipelineSettings(_Section):
     """``[pipeline]``: the workers that turn received ECGs into reports."""
 
-    workers: int = Field(1, ge=0, le=16)  # 0: receive only (workers run elsewhere)
+    workers: int = Field(1, ge=0, le=16)  # processes; 0: receive only (workers run elsewhere)
     claim_timeout_s: float = Field(120.0, gt=0)  # a dead worker's claims return after this
     poll_interval_s: float = Field(0.5, gt=0)
 
