@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -23,8 +24,12 @@ from functools import lru_cache
 import highdicom as hd
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence_item
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from ecg2age_dicom import __version__
@@ -232,35 +237,44 @@ def _document(
 
 _PLACEHOLDER_ECG_UIDS = ("1.2.840.10008.5.1.4.1.1.9.1.1", "2.25.1", "2.25.2", "2.25.3")
 _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
+CONTENT_SEQUENCE = Tag(0x0040A730)
+
+
+ContentPath = tuple[int, ...]  # indexes down the content tree; () is the document itself
 
 
 @dataclass(frozen=True)
 class _Template:
-    """A report as read back from its encoding (elements left encoded; never changed) and
-    where, in its content tree, the per-ECG values sit."""
+    """A report read back from its encoding, and where its per-ECG values sit.
+
+    ``document`` is never changed after it is made: along the paths to the per-ECG values
+    its Content Sequences are decoded once (``nodes``), and ``encoded_items`` holds each of
+    those sequences' items as encoded bytes, so that a report re-encodes only the items on
+    those paths and copies the rest as they are.
+    """
 
     document: Dataset
-    numbers: tuple[tuple[tuple[int, ...], str], ...]  # (path, concept code value)
-    tracking_uid: tuple[int, ...]
+    numbers: tuple[tuple[ContentPath, str], ...]  # (path, concept code value)
+    tracking_uid: ContentPath
+    nodes: dict[ContentPath, Dataset]
+    encoded_items: dict[ContentPath, tuple[bytes, ...]]
 
 
-def _content_paths(dataset: Dataset, prefix: tuple[int, ...] = ()):
+def _content_paths(dataset: Dataset, prefix: ContentPath = ()):
     for index, item in enumerate(dataset.get("ContentSequence", [])):
         yield (*prefix, index), item
         yield from _content_paths(item, (*prefix, index))
 
 
-def _at(dataset: Dataset, path: tuple[int, ...]) -> Dataset:
-    for index in path:
-        dataset = dataset.ContentSequence[index]
-    return dataset
-
-
 def _encoded_copy(dataset: Dataset) -> Dataset:
     """A new dataset holding the same elements, still encoded: an element is decoded (and
     changed) in the copy only, and the ones never touched are written out as they are."""
-    copy = Dataset({tag: dataset.get_item(tag) for tag in dataset.keys()})  # noqa: SIM118
-    copy.set_original_encoding(*dataset.original_encoding, dataset.original_character_set)
+    elements = {tag: dataset.get_item(tag) for tag in dataset.keys()}  # noqa: SIM118
+    # The same character set as read and as in force: pydicom then writes encoded elements
+    # as they are, instead of decoding them all to re-encode.
+    charset = dataset.original_character_set
+    copy = Dataset(elements, parent_encoding=charset)
+    copy.set_original_encoding(*dataset.original_encoding, charset)
     return copy
 
 
@@ -269,6 +283,14 @@ def _put(dataset: Dataset, keyword: str, value: object) -> None:
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     dataset.add_new(tag, dictionary_VR(tag), value)
+
+
+def _encoded_item(item: Dataset) -> bytes:
+    """One Sequence item as pydicom encodes it (item tag, length, dataset), Explicit VR LE."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_sequence_item(buffer, item, item.original_character_set or ["iso8859"])
+    return buffer.getvalue()
 
 
 @lru_cache(maxsize=32)
@@ -281,20 +303,46 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
         strict=True,
     ):
         setattr(placeholder, keyword, uid)
-    document = build_report_with_highdicom(
+    built = build_report_with_highdicom(
         placeholder, algorithm, 0.0, 0.0 if with_age else None, sr_class=sr_class
     )
     numbers, tracking = [], ()
-    for path, item in _content_paths(document):
+    for path, item in _content_paths(built):
         concept = item.ConceptNameCodeSequence[0].CodeValue
         if item.ValueType == "NUM":
             numbers.append((path, concept))
         elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
             tracking = path
     buffer = io.BytesIO()
-    document.save_as(buffer, enforce_file_format=True)
-    encoded = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
-    return _Template(encoded, tuple(numbers), tracking)
+    built.save_as(buffer, enforce_file_format=True)
+    document = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    nodes, encoded_items = {(): document}, {}
+    for leaf in [path for path, _ in numbers] + [tracking]:
+        for depth in range(1, len(leaf) + 1):
+            parent, path = leaf[: depth - 1], leaf[:depth]
+            if parent not in encoded_items:
+                encoded_items[parent] = tuple(map(_encoded_item, nodes[parent].ContentSequence))
+            nodes[path] = nodes[parent].ContentSequence[path[-1]]
+    return _Template(document, tuple(numbers), tracking, nodes, encoded_items)
+
+
+def _filled(
+    template: _Template, path: ContentPath, fill: dict[ContentPath, Callable[[Dataset], None]]
+) -> Dataset:
+    """A copy of the template's content item at ``path`` with the per-ECG values set in it
+    and below: items on the way to a value are rebuilt, the others copied encoded."""
+    item = _encoded_copy(template.nodes[path])
+    if path in fill:
+        fill[path](item)
+    if path in template.encoded_items:
+        encoded = list(template.encoded_items[path])
+        for child in (p for p in template.nodes if len(p) == len(path) + 1 and p[:-1] == path):
+            encoded[child[-1]] = _encoded_item(_filled(template, child, fill))
+        value = b"".join(encoded)  # a defined-length sequence is its items, one after another
+        item[CONTENT_SEQUENCE] = RawDataElement(
+            CONTENT_SEQUENCE, "SQ", len(value), value, 0, False, True
+        )
+    return item
 
 
 def prepare(algorithm: AlgorithmDescription, sr_class: SRClass) -> None:
@@ -318,12 +366,26 @@ def build_report(
 
     highdicom builds the report once per model version, SR class and with/without
     chronological age; each ECG gets a copy with its own UIDs, patient / study attributes,
-    evidence reference, dates and values, in which only those elements are decoded (the rest
-    is written out as encoded). Parameters, return value: as
+    evidence reference, dates and values, in which only those elements are decoded and only
+    the content items holding them re-encoded. Parameters, return value: as
     :func:`build_report_with_highdicom` (the tests check both give the same report).
     """
     template = _template(algorithm, sr_class, chronological_age_years is not None)
-    document = _encoded_copy(template.document)
+    values = {codes.PREDICTED_AGE.value: predicted_age_years}
+    if chronological_age_years is not None:
+        values[codes.CHRONOLOGICAL_AGE.value] = chronological_age_years
+        values[codes.AGE_GAP.value] = predicted_age_years - chronological_age_years
+
+    def measured(value: float) -> Callable[[Dataset], None]:
+        def fill(item: Dataset) -> None:
+            _put(item.MeasuredValueSequence[0], "FloatingPointValue", _decimal(value))
+            _put(item.MeasuredValueSequence[0], "NumericValue", _decimal(value))
+
+        return fill
+
+    fill = {path: measured(values[concept]) for path, concept in template.numbers}
+    fill[template.tracking_uid] = lambda item: _put(item, "UID", generate_uid())
+    document = _filled(template, (), fill)
     document.file_meta = FileMetaDataset(_encoded_copy(template.document.file_meta))
     uid = sop_instance_uid or generate_uid()
     _put(document.file_meta, "MediaStorageSOPInstanceUID", uid)
@@ -352,13 +414,4 @@ def build_report(
     _put(series, "SeriesInstanceUID", ecg.SeriesInstanceUID)
     _put(series.ReferencedSOPSequence[0], "ReferencedSOPClassUID", ecg.SOPClassUID)
     _put(series.ReferencedSOPSequence[0], "ReferencedSOPInstanceUID", ecg.SOPInstanceUID)
-    values = {codes.PREDICTED_AGE.value: predicted_age_years}
-    if chronological_age_years is not None:
-        values[codes.CHRONOLOGICAL_AGE.value] = chronological_age_years
-        values[codes.AGE_GAP.value] = predicted_age_years - chronological_age_years
-    for path, concept in template.numbers:
-        measured = _at(document, path).MeasuredValueSequence[0]
-        _put(measured, "FloatingPointValue", _decimal(values[concept]))
-        _put(measured, "NumericValue", _decimal(values[concept]))
-    _put(_at(document, template.tracking_uid), "UID", generate_uid())
     return document
