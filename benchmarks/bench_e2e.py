@@ -1,13 +1,18 @@
 """End-to-end benchmark: ecg2age-dicom against bare baselines, measured in one run.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_e2e.py [--n 500] [--backlog 10000]``.
-Starts ``serve`` (SQLite, default model) with DCMTK ``storescp`` as the PACS and measures:
-accept rate over 1 and 4 associations, end-to-end throughput (until the last SR is at the
-PACS), latency receipt -> SR arrival (paced at 1 ECG/s and inside a burst), peak RSS, and RSS
-with a backlog of received-but-unprocessed ECGs (a receive-only server, then a worker that
-drains it). Baselines in the same run: the bare model's best batched rate on the same inputs,
-pynetdicom's storescp app, DCMTK's storescp and Orthanc (when installed) receiving the same
-files. Every DCMTK-based process runs with TCP_NODELAY=1. Prints one table and writes it to
+Starts ``serve`` (SQLite, default model, default ``[pipeline] workers = 1``) with DCMTK
+``storescp`` as the PACS and measures: accept rate over 1 and 4 associations, end-to-end
+throughput (until the last SR is at the PACS), the CPU each process spent per ECG in that
+burst, latency receipt -> SR arrival (paced at 1 ECG/s and inside a burst), memory, the same
+burst with ``[pipeline] workers = 2``, and memory with a backlog of received-but-unprocessed
+ECGs (a receive-only server, then a worker that drains it). The service is several
+processes, so memory is the sum over them of each one's peak RSS (an upper bound: the
+shared TensorFlow libraries count once per worker) and the peak of their summed PSS (shared
+pages split between the processes: what the service really holds). Baselines in the same
+run: the bare model's best batched rate on the same inputs, pynetdicom's storescp app,
+DCMTK's storescp and Orthanc (when installed) receiving the same files. Every DCMTK-based
+process runs with TCP_NODELAY=1. Prints one table and writes it to
 ``benchmarks/results/YYYY-MM-DD.md``.
 """
 

@@ -71,7 +71,8 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     while not stopping.wait(WATCH_INTERVAL_S):
         for n, worker in enumerate(workers):
             if not worker.process.is_alive():
-                log.error("worker %d exited with code %s; starting it again", n, worker.exitcode)
+                code = worker.process.exitcode
+                log.error("worker %d exited with code %s; starting it again", n, code)
                 try:
                     workers[n] = _Worker.start(settings, n, doorbell)
                 except ModelError:
@@ -90,10 +91,6 @@ class _Worker:
 
     process: SpawnProcess
     lifeline: Connection
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.process.exitcode
 
     @classmethod
     def start(cls, settings: Settings, number: int, doorbell: Doorbell) -> _Worker:
@@ -175,7 +172,15 @@ def _worker_main(
         ).start()
         ready.send(None)
         ready.close()
-        _work(pipeline, deliverer, doorbell, stopping, settings.pipeline.poll_interval_s)
+        log.info("worker %d ready", number)
+        _work(
+            pipeline,
+            deliverer,
+            doorbell,
+            stopping,
+            settings.pipeline.poll_interval_s,
+            settings.model.max_batch_wait_ms / 1000,
+        )
         scheduler.shutdown(wait=True)
 
 
@@ -185,7 +190,10 @@ def _work(
     doorbell: Doorbell,
     stopping: threading.Event,
     poll_s: float,
+    gather_s: float,
 ) -> None:
+    """Claim and process batches while there is work; when idle, wait for the doorbell, then
+    ``gather_s`` more so that the start of a burst makes one batch rather than many."""
     while not stopping.is_set():
         try:
             if pipeline.run_once():
@@ -193,7 +201,8 @@ def _work(
                 continue
         except Exception:  # logged by the pipeline; the batch went back to the queue
             stopping.wait(poll_s)
-        doorbell.wait(poll_s)
+        if doorbell.wait(poll_s):
+            stopping.wait(gather_s)
 
 
 def _stop_at_end_of_lifeline(

@@ -115,11 +115,23 @@ class Service:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
 
+    def children(self) -> list[int]:
+        """The service's child processes: its workers (and multiprocessing's tracker)."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def workers(self) -> list[int]:
+        return [
+            pid
+            for pid in self.children()
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+
     def kill9(self) -> list[int]:
         """kill -9 the service process alone; returns its child processes' pids."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = [int(pid) for pid in children.read_text().split()]
+        pids = self.children()
         self.process.kill()
         self.process.wait(timeout=30)
         return pids

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import ssl
 import subprocess
 import threading
@@ -153,6 +155,25 @@ def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, 
     srs = referenced_ecgs(pacs)
     assert sorted(srs) == sorted(accepted)  # each accepted ECG exactly once
     assert predictions(service) == len(accepted)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_killed_worker_process_is_started_again(make_service, processes, tmp_path):
+    service = make_service()
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    (worker,) = service.workers()
+    os.kill(worker, signal.SIGKILL)
+    wait_for(
+        lambda: b"exited with code -9; starting it again" in service.log.read_bytes(),
+        30,
+        "the service to notice",
+    )
+    wait_for(lambda: service.workers() not in ([], [worker]), 180, "a new worker process")
+    storescu(service.port, burst(tmp_path / "after", 5))
+    wait_for(lambda: len(list(pacs.glob("SR*"))) == 5, 120, "the SRs made by the new worker")
+    assert service.stop() == 0
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
