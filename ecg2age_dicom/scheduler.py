@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -51,14 +52,29 @@ class Deliverer:
         self.rng = rng or random.Random()
         self.by_name = {d.name: d for d in settings.destinations}
         self.by_ae = {d.ae_title: d for d in settings.destinations}
+        # One burst at a time per process: some PACS serve one association at a time.
+        self._sending = threading.Lock()
 
     def _destination(self, due: queries.DueDelivery) -> Destination | None:
         if due.destination == SEND_BACK_TO_SENDER:
             return self.by_ae.get(due.calling_ae_title)
         return self.by_name.get(due.destination)
 
+    def run_if_idle(self) -> int:
+        """:meth:`run_once` unless a burst is being sent already (then 0)."""
+        if not self._sending.acquire(blocking=False):
+            return 0
+        try:
+            return self._run()
+        finally:
+            self._sending.release()
+
     def run_once(self) -> int:
         """Claim and send one burst of due deliveries; returns how many were attempted."""
+        with self._sending:
+            return self._run()
+
+    def _run(self) -> int:
         with self.sessions.begin() as session:
             due = queries.claim_due_deliveries(session, BURST)
         if not due:
@@ -159,7 +175,7 @@ def start_scheduler(
     )
     if deliverer is not None:
         scheduler.add_job(
-            deliverer.run_once,
+            deliverer.run_if_idle,
             "interval",
             seconds=settings.delivery.interval_s,
             id="deliver",

@@ -170,23 +170,32 @@ def _worker_main(
             name="lifeline",
             daemon=True,
         ).start()
+        reports_made = threading.Event()
+        sender = threading.Thread(
+            target=_deliver_new_reports,
+            args=(deliverer, reports_made, stopping),
+            name="deliver-new",
+        )
+        sender.start()
         ready.send(None)
         ready.close()
         log.info("worker %d ready", number)
         _work(
             pipeline,
-            deliverer,
+            reports_made,
             doorbell,
             stopping,
             settings.pipeline.poll_interval_s,
             settings.model.max_batch_wait_ms / 1000,
         )
+        reports_made.set()
+        sender.join()
         scheduler.shutdown(wait=True)
 
 
 def _work(
     pipeline: Pipeline,
-    deliverer: Deliverer,
+    reports_made: threading.Event,
     doorbell: Doorbell,
     stopping: threading.Event,
     poll_s: float,
@@ -197,12 +206,27 @@ def _work(
     while not stopping.is_set():
         try:
             if pipeline.run_once():
-                deliverer.run_once()  # the reports just made; retries are the scheduler's
+                reports_made.set()
                 continue
         except Exception:  # logged by the pipeline; the batch went back to the queue
             stopping.wait(poll_s)
         if doorbell.wait(poll_s):
             stopping.wait(gather_s)
+
+
+def _deliver_new_reports(
+    deliverer: Deliverer, reports_made: threading.Event, stopping: threading.Event
+) -> None:
+    """Send reports as soon as they are made, beside the pipeline: a slow or unreachable
+    destination delays deliveries, never predictions. Retries are the scheduler's."""
+    while not stopping.is_set():
+        reports_made.wait()
+        reports_made.clear()
+        try:
+            while deliverer.run_once():
+                pass
+        except Exception:  # a database error: the scheduler's next run tries again
+            log.exception("delivery of new reports failed")
 
 
 def _stop_at_end_of_lifeline(
