@@ -76,14 +76,26 @@ def send(port: int, files: list[Path], aec: str, associations: int = 1) -> float
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the service's worker processes)."""
     pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process ended meanwhile
+        return pids
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        for child in children:
             pids += process_tree(int(child))
     return pids
 
 
 def _status_kb(path: Path, field: str) -> int:
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError):  # the process ended meanwhile
+        return 0
+    for line in lines:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
@@ -105,7 +117,10 @@ def cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) used so far by each process of the tree."""
     used = {}
     for p in process_tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
         used[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return used
 
@@ -121,10 +136,9 @@ class PeakSampler:
 
     def _run(self) -> None:
         while not self._done.wait(0.5):
-            try:
-                self.peak = max(self.peak, pss_mb(self.pid))
-            except (FileNotFoundError, ProcessLookupError):
+            if not Path(f"/proc/{self.pid}").exists():
                 return
+            self.peak = max(self.peak, pss_mb(self.pid))
 
     def stop(self) -> float:
         self._done.set()
