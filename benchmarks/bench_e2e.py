@@ -266,6 +266,14 @@ def sr_arrivals(pacs: Path) -> dict[str, float]:
     return arrivals
 
 
+def scu_stalls(work: Path) -> int:
+    """Deliveries that waited out the DIMSE timeout in all serve logs of the run."""
+    return sum(
+        log.read_text(errors="replace").count("DIMSE timeout reached while waiting")
+        for log in work.glob("serve-*.log")
+    )
+
+
 def ratio_pair(first: float, second: float, baseline: float | None) -> str:
     return f"{first / baseline:.2f} / {second / baseline:.2f}" if baseline else "n/a"
 
@@ -379,7 +387,7 @@ def main() -> None:
 
         backlog_files = make_files(work / "backlog", args.backlog)
         receiver = Service(processes, work, pacs_port, workers=0)
-        send(receiver.port, backlog_files, "ECG2AGE")
+        accept_receive_only = args.backlog / send(receiver.port, backlog_files, "ECG2AGE")
         receive_only_rss = rss_mb(receiver.process.pid)
         receiver.stop()
         drained = expected + args.backlog
@@ -405,6 +413,10 @@ def main() -> None:
                 "peak memory of serve: sum of peak RSS / peak PSS (MB)",
                 f"{peak_rss:.0f} / {peak_pss:.0f}",
             ),
+            (
+                f"accept, receive-only node ([pipeline] workers = 0), {args.backlog} ECGs (ECG/s)",
+                f"{accept_receive_only:.1f}",
+            ),
             ("[pipeline] workers = 2: accept, 1 association (ECG/s)", f"{accept_two:.1f}"),
             ("[pipeline] workers = 2: end-to-end, burst of N (ECG/s)", f"{e2e_two:.1f}"),
             (
@@ -427,6 +439,15 @@ def main() -> None:
             ("ratio e2e / Orthanc (1 worker / 2 workers)", ratio_pair(e2e, e2e_two, orthanc)),
             ("ratio e2e / bare model (1 worker / 2 workers)", ratio_pair(e2e, e2e_two, bare)),
             ("ratio accept / pynetdicom storescp", f"{accept_1 / pynetdicom:.2f}"),
+            (
+                "ratio accept of a receive-only node / pynetdicom storescp",
+                f"{accept_receive_only / pynetdicom:.2f}",
+            ),
+            (
+                "pynetdicom SCU stalls while delivering (response taken by its reactor thread, "
+                "30 s DIMSE timeout, then retried)",
+                str(scu_stalls(work)),
+            ),
             ("ratio accept / DCMTK storescp", f"{accept_1 / dcmtk:.2f}"),
         ]
     finally:
