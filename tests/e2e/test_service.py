@@ -45,6 +45,15 @@ def referenced_ecgs(folder: Path) -> list[str]:
     return uids
 
 
+def started_with_pacs(make_service, processes, tmp_path: Path):
+    """A started service with the default settings, and the folder its PACS stores into."""
+    service = make_service()
+    pacs = tmp_path / "pacs"
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    return service, pacs
+
+
 def statuses(service) -> dict[str, str]:
     with service.session() as session:
         return {
@@ -62,10 +71,7 @@ def predictions(service) -> int:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_sample_and_a_burst_of_50_come_back_as_srs(make_service, processes, tmp_path):
-    service = make_service()
-    pacs = tmp_path / "pacs"
-    start_storescp(processes, service.pacs_port, pacs)
-    service.start()
+    service, pacs = started_with_pacs(make_service, processes, tmp_path)
     files = [SAMPLE, *burst(tmp_path / "burst", 50)]
     sent = storescu(service.port, files)
     assert sent.returncode == 0, sent.stderr
@@ -130,10 +136,7 @@ def running(pid: int) -> bool:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, tmp_path):
-    service = make_service()
-    pacs = tmp_path / "pacs"
-    start_storescp(processes, service.pacs_port, pacs)
-    service.start()
+    service, pacs = started_with_pacs(make_service, processes, tmp_path)
     files = burst(tmp_path / "burst", 40)
     sender = threading.Thread(target=storescu, args=(service.port, files))
     sender.start()
@@ -159,10 +162,7 @@ def test_kill_9_mid_burst_loses_and_duplicates_nothing(make_service, processes, 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_killed_worker_process_is_started_again(make_service, processes, tmp_path):
-    service = make_service()
-    pacs = tmp_path / "pacs"
-    start_storescp(processes, service.pacs_port, pacs)
-    service.start()
+    service, pacs = started_with_pacs(make_service, processes, tmp_path)
     (worker,) = service.workers()
     os.kill(worker, signal.SIGKILL)
     wait_for(
@@ -178,10 +178,7 @@ def test_a_killed_worker_process_is_started_again(make_service, processes, tmp_p
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_duplicate_send_gives_one_prediction(make_service, processes, tmp_path):
-    service = make_service()
-    pacs = tmp_path / "pacs"
-    start_storescp(processes, service.pacs_port, pacs)
-    service.start()
+    service, pacs = started_with_pacs(make_service, processes, tmp_path)
     assert storescu(service.port, [SAMPLE]).returncode == 0
     wait_for(lambda: len(list(pacs.glob("SR*"))) == 1, 60, "the SR")
     again = storescu(service.port, [SAMPLE])
