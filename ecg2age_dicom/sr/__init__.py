@@ -91,12 +91,17 @@ def evidence_header(ecg: Dataset) -> Dataset:
     header = Dataset()
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         setattr(header, keyword, ecg.get(keyword))
-    for keyword in _COPIED_EMPTY_IF_MISSING:
-        setattr(header, keyword, ecg.get(keyword, "") or "")
-    for keyword in _COPIED_IF_PRESENT:
-        if ecg.get(keyword):
-            setattr(header, keyword, ecg.get(keyword))
+    for keyword, value in _copied_attributes(ecg).items():
+        setattr(header, keyword, value)
     return header
+
+
+def _copied_attributes(ecg: Dataset) -> dict[str, object]:
+    """The patient / study attributes a report takes from its ECG, by keyword: the type 2
+    ones empty when the ECG lacks them, the others only when it has them."""
+    copied: dict[str, object] = {k: ecg.get(k, "") or "" for k in _COPIED_EMPTY_IF_MISSING}
+    copied.update((k, ecg.get(k)) for k in _COPIED_IF_PRESENT if ecg.get(k))
+    return copied
 
 
 def series_uid_for(study_instance_uid: str, algorithm: AlgorithmDescription) -> str:
@@ -393,11 +398,8 @@ def build_report(
     study_uid = ecg.StudyInstanceUID
     _put(document, "StudyInstanceUID", study_uid)
     _put(document, "SeriesInstanceUID", series_uid_for(str(study_uid), algorithm))
-    for keyword in _COPIED_EMPTY_IF_MISSING:
-        _put(document, keyword, ecg.get(keyword, "") or "")
-    for keyword in _COPIED_IF_PRESENT:
-        if ecg.get(keyword):
-            _put(document, keyword, ecg.get(keyword))
+    for keyword, value in _copied_attributes(ecg).items():
+        _put(document, keyword, value)
     when = content_datetime or datetime.now()
     for keyword, value in (
         ("ContentDate", when.strftime("%Y%m%d")),
