@@ -12,7 +12,8 @@ from ecg2age_dicom.config import Settings
 from ecg2age_dicom.net.scu import Outcome, SendResult
 from ecg2age_dicom.scheduler import Deliverer, backoff_s, clean_spool
 from ecg2age_dicom.store import queries
-from ecg2age_dicom.store.models import Delivery, Prediction
+from ecg2age_dicom.store.models import Delivery
+from tests.store_factory import predicted
 
 SETTINGS = Settings(
     delivery={"max_attempts": 3, "initial_backoff_s": 5, "max_backoff_s": 12},
@@ -29,28 +30,10 @@ def test_backoff_doubles_with_jitter_up_to_the_maximum():
 
 
 def one_report(sessions, calling_ae: str = "CART1") -> None:
-    with sessions.begin() as session:
-        queries.record_received(
-            session,
-            queries.NewInstance(
-                "1.1",
-                "1.2",
-                "1.3",
-                "1.2.840.10008.5.1.4.1.1.9.1.1",
-                "/x.dcm",
-                calling_ae_title=calling_ae,
-            ),
-        )
-    with sessions.begin() as session:
-        (row,) = queries.claim_received(session, "w", 1)
-        queries.save_result(
-            session,
-            row,
-            Prediction(model_name="M", model_version="1", predicted_age_years=50.0),
-            "2.1",
-            "/sr.dcm",
-            ["PACS", "@sender"],
-        )
+    instance = queries.NewInstance(
+        "1.1", "1.2", "1.3", "1.2.840.10008.5.1.4.1.1.9.1.1", "/x.dcm", calling_ae_title=calling_ae
+    )
+    predicted(sessions, instance, "2.1", "/sr.dcm", ["PACS", "@sender"])
 
 
 def make_due_now(sessions) -> None:
@@ -130,21 +113,8 @@ def test_spool_clean_up_removes_only_work_delivered_long_enough_ago(store, tmp_p
     ecg, report = tmp_path / "ecg.dcm", tmp_path / "sr.dcm"
     ecg.write_bytes(b"ecg")
     report.write_bytes(b"sr")
-    with sessions.begin() as session:
-        queries.record_received(
-            session,
-            queries.NewInstance("7.1", "7.2", "7.3", "1.2.840.10008.5.1.4.1.1.9.1.1", str(ecg)),
-        )
-    with sessions.begin() as session:
-        (row,) = queries.claim_received(session, "w", 1)
-        queries.save_result(
-            session,
-            row,
-            Prediction(model_name="M", model_version="1", predicted_age_years=50.0),
-            "7.9",
-            str(report),
-            ["PACS"],
-        )
+    instance = queries.NewInstance("7.1", "7.2", "7.3", "1.2.840.10008.5.1.4.1.1.9.1.1", str(ecg))
+    predicted(sessions, instance, "7.9", str(report), ["PACS"])
     assert clean_spool(sessions, retention_days=1) == 0  # not delivered yet
     with sessions.begin() as session:
         delivery = session.scalars(select(Delivery)).one()

@@ -15,6 +15,7 @@ from ecg2age_dicom.store.models import (
     ReceivedInstance,
     Report,
 )
+from tests.store_factory import predicted
 
 
 def new(uid: str) -> queries.NewInstance:
@@ -163,18 +164,7 @@ def test_results_follow_the_row_through_its_states(store):
 
 def test_one_prediction_per_instance_and_model_version(store):
     _, sessions = store
-    with sessions.begin() as session:
-        queries.record_received(session, new("5.1"))
-    with sessions.begin() as session:
-        (row,) = queries.claim_received(session, "w", 1)
-        queries.save_result(
-            session,
-            row,
-            Prediction(model_name="M", model_version="1", predicted_age_years=40.0),
-            "8.1",
-            "/x",
-            [],
-        )
+    row = predicted(sessions, new("5.1"), "8.1", "/x", [], age_years=40.0)
     with sessions() as session:
         assert queries.already_predicted(session, [row.id], "M", "1") == {row.id}
         assert queries.already_predicted(session, [row.id], "M", "2") == set()
