@@ -153,9 +153,9 @@ def make_ecg(
         ds.PatientAge = patient_age
     ds.StudyDate = "20240102"
 
-    groups = [
-        _group(
-            truth,
+    def group(samples: np.ndarray, pad: int, group_label: str) -> Dataset:
+        return _group(
+            samples,
             order,
             fs,
             coding,
@@ -165,30 +165,14 @@ def make_ecg(
             baseline,
             interpretation,
             bits_stored,
-            pad_samples,
-            label,
+            pad,
+            group_label,
             lsb_uv,
         )
-    ]
+
+    groups = [group(truth, pad_samples, label)]
     if median_group:
-        beat = truth[: int(fs * 1.2)]
-        groups.append(
-            _group(
-                beat,
-                order,
-                fs,
-                coding,
-                units,
-                sensitivity,
-                correction,
-                baseline,
-                interpretation,
-                bits_stored,
-                0,
-                "MEDIAN BEAT",
-                lsb_uv,
-            )
-        )
+        groups.append(group(truth[: int(fs * 1.2)], 0, "MEDIAN BEAT"))
     ds.WaveformSequence = DicomSequence(groups)
     return FactoryECG(ds, truth, lsb_uv)
 
