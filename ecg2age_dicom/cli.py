@@ -17,18 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
-from ecg2age_dicom import __version__, logs, sr, waveform
-from ecg2age_dicom.age import chronological_age
+from ecg2age_dicom import __version__, logs, scoring, sr, waveform
 from ecg2age_dicom.config import Settings, load_settings
 from ecg2age_dicom.dicomfile import dataset_bytes, expand_paths, read_dataset, write_atomically
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
+from ecg2age_dicom.identity import check_identity, is_valid_uid
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
-from ecg2age_dicom.pipeline import algorithm_of
 from ecg2age_dicom.store import open_store, queries
 
 MODEL_FS = 500
@@ -92,7 +89,7 @@ def sop_class_name(uid: str) -> str:
     """A readable name for a SOP Class UID (pydicom's dictionary), or the UID itself."""
     if not uid:
         return "(no SOP Class UID)"
-    name = waveform.ECG_WAVEFORM_SOP_CLASSES.get(uid) or UID(uid).name
+    name = UID(uid).name
     return name if name != uid else f"unknown SOP class {uid}"
 
 
@@ -102,7 +99,7 @@ def inspect_file(path: Path) -> InspectResult:
     try:
         dataset = read_dataset(path)
         result.sop_class = sop_class_name(str(dataset.get("SOPClassUID", "")))
-        result.sop_instance_uid = str(dataset.get("SOPInstanceUID", "")) or None
+        result.sop_instance_uid = check_identity(dataset).sop_instance_uid
         ecg = waveform.decode(dataset)
     except InvalidECG as exc:
         result.error = exc.reason
@@ -184,45 +181,43 @@ def load_runtime(args: argparse.Namespace, settings: Settings) -> ModelRuntime:
     return ModelRuntime.from_settings(settings.model, args.card)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
     runtime = load_runtime(args, settings)
     card = runtime.card
     rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], np.ndarray, Dataset]] = []
+    pending: list[tuple[dict[str, Any], scoring.Scorable]] = []
     for path in expand_paths(args.paths):
         row: dict[str, Any] = dict.fromkeys(PREDICT_FIELDS)
         row.update(path=str(path), model_name=card.name, model_version=card.version)
         rows.append(row)
         try:
             dataset = read_dataset(path)
-            row["sop_instance_uid"] = str(dataset.get("SOPInstanceUID", "")) or None
-            ecg = waveform.decode(dataset)
+            uid = str(dataset.get("SOPInstanceUID", ""))
+            row["sop_instance_uid"] = uid if is_valid_uid(uid) else None
+            pending.append((row, scoring.prepare(dataset, card)))
         except InvalidECG as exc:
             row["error"] = exc.reason
-            continue
-        model_input = card.input.model_input(ecg)
-        del dataset.WaveformSequence  # keep only the header for the SR
-        pending.append((row, model_input, dataset))
     for start in range(0, len(pending), settings.model.batch_size):
         chunk = pending[start : start + settings.model.batch_size]
-        ages = runtime.predict(np.stack([model_input for _, model_input, _ in chunk]))
-        for (row, _, header), predicted in zip(chunk, ages, strict=True):
-            chronological = chronological_age(header)
-            row["predicted_age_years"] = _round(float(predicted))
-            row["chronological_age_years"] = _round(chronological)
-            if chronological is not None:
-                row["age_gap_years"] = _round(float(predicted) - chronological)
+        results = scoring.score(
+            runtime,
+            [item.model_input for _, item in chunk],
+            [item.chronological_age for _, item in chunk],
+        )
+        for (row, item), result in zip(chunk, results, strict=True):
+            if isinstance(result, str):
+                row["error"] = result
+                continue
+            row["predicted_age_years"] = result.predicted_age_years
+            row["chronological_age_years"] = result.chronological_age_years
+            row["age_gap_years"] = result.age_gap_years
             if args.sr_dir is not None:
                 document = sr.build_report(
-                    header,
-                    algorithm_of(card),
-                    float(predicted),
-                    chronological,
+                    item.header,
+                    scoring.algorithm_of(card),
+                    result.predicted_age_years,
+                    result.chronological_age_years,
                     sr_class=sr.SRClass(settings.sr.sop_class),
                 )
                 path = args.sr_dir / f"{document.SOPInstanceUID}.dcm"
@@ -315,12 +310,14 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{card.path}: sha256 OK", file=out)
     runtime = load_runtime(args, settings)
     sample = Path(get_testdata_file("waveform_ecg.dcm"))
-    dataset = read_dataset(sample)
-    model_input = card.input.model_input(waveform.decode(dataset))
-    age = float(runtime.predict(model_input[None])[0])
-    chronological = chronological_age(dataset)
+    item = scoring.prepare(read_dataset(sample), card)
+    (result,) = scoring.score(runtime, [item.model_input], [item.chronological_age])
+    if isinstance(result, str):
+        print(f"FAILED: {result}", file=out)
+        return 1
+    age, chronological = result.predicted_age_years, result.chronological_age_years
     print(
-        f"pydicom sample ECG ({sample.name}, Patient's Age {dataset.get('PatientAge')}): "
+        f"pydicom sample ECG ({sample.name}, Patient's Age {item.header.get('PatientAge')}): "
         f"predicted {age:.1f} years by {card.name} {card.version}",
         file=out,
     )
@@ -430,22 +427,29 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``--config`` and ``-v`` are accepted before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given after the command, they override; not given, the main parser's stand.
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="TOML configuration file (default: config/ecg2age.toml if present)",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
     parser = argparse.ArgumentParser(
         prog="ecg2age-dicom",
         description="Score resting 12-lead DICOM ECGs with ECG2Age and file the result as an SR.",
+        parents=[common],
     )
+    parser.set_defaults(config=None, verbose=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML configuration file (default: config/ecg2age.toml if present)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser(
-        "inspect", help="decode ECG files and show what the model would receive"
+        "inspect", help="decode ECG files and show what the model would receive", parents=[common]
     )
     inspect.add_argument(
         "paths",
@@ -457,19 +461,23 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--format", choices=("table", "json"), default="table")
     inspect.set_defaults(handler=cmd_inspect)
 
-    predict = commands.add_parser("predict", help="predict ages for ECG files")
+    predict = commands.add_parser("predict", help="predict ages for ECG files", parents=[common])
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--card", type=Path, help="model card (default: [model] card)")
     predict.add_argument(
         "--sr-dir",
+        "--out-dir",
+        dest="sr_dir",
         type=Path,
         default=None,
-        help="write a Structured Report per ECG into this folder",
+        help="write the report(s) of each ECG into this folder",
     )
     predict.set_defaults(handler=cmd_predict)
 
-    model = commands.add_parser("model", help="model cards: info, fetch, verify, train, evaluate")
+    model = commands.add_parser(
+        "model", help="model cards: info, fetch, verify, train, evaluate", parents=[common]
+    )
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     actions = {
         "info": (cmd_model_info, "show the card, its metrics and the file's state"),
@@ -478,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": (cmd_model_evaluate, "measure on PTB-XL folds 9-10 and CODE-15%"),
     }
     for name, (handler, text) in actions.items():
-        action = model_commands.add_parser(name, help=text)
+        action = model_commands.add_parser(name, help=text, parents=[common])
         action.add_argument("--card", type=Path, help="model card (default: [model] card)")
         action.set_defaults(handler=handler)
         if name == "info":
@@ -490,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="print only; leave the card and plots unchanged",
             )
-    train = model_commands.add_parser("train", help="train the default model (ECG2Age-PTBXL)")
+    train = model_commands.add_parser(
+        "train", help="train the default model (ECG2Age-PTBXL)", parents=[common]
+    )
     train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     train.add_argument("--out", type=Path, default=Path("model_zoo/ECG2Age-PTBXL"))
     train.add_argument("--epochs", type=int, default=30)
@@ -502,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=cmd_model_train)
 
-    results = commands.add_parser("results", help="list received ECGs and their outcome")
+    results = commands.add_parser(
+        "results", help="list received ECGs and their outcome", parents=[common]
+    )
     results.add_argument("--format", choices=("table", "json", "csv"), default="table")
     results.add_argument("--limit", type=int, default=100)
     results.add_argument(
@@ -511,20 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     results.set_defaults(handler=cmd_results)
 
-    database = commands.add_parser("db", help="database maintenance")
+    database = commands.add_parser("db", help="database maintenance", parents=[common])
     database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    database_commands.add_parser("upgrade", help="apply the schema migrations").set_defaults(
-        handler=cmd_db_upgrade
-    )
+    database_commands.add_parser(
+        "upgrade", help="apply the schema migrations", parents=[common]
+    ).set_defaults(handler=cmd_db_upgrade)
 
-    resend = commands.add_parser("resend", help="queue reports for delivery again")
+    resend = commands.add_parser(
+        "resend", help="queue reports for delivery again", parents=[common]
+    )
     resend.add_argument(
         "--status", choices=("delivery_failed", "delivered"), default="delivery_failed"
     )
     resend.add_argument("--sop", help="only this ECG's or SR's SOP Instance UID")
     resend.set_defaults(handler=cmd_resend)
 
-    serve = commands.add_parser("serve", help="run the DICOM service")
+    serve = commands.add_parser("serve", help="run the DICOM service", parents=[common])
     serve.set_defaults(handler=cmd_serve)
     return parser
 

@@ -58,9 +58,9 @@ class ListenerSettings(_Section):
     max_associations: int = Field(10, ge=1)
     max_pdu_bytes: int = Field(65536, ge=0)  # 0: unlimited
     max_instance_bytes: int = Field(50_000_000, ge=1)
-    acse_timeout_s: float = Field(30.0, gt=0)
+    acse_timeout_s: float = Field(30.0, gt=0)  # TLS handshake, then the A-ASSOCIATE-RQ
     dimse_timeout_s: float = Field(30.0, gt=0)
-    network_timeout_s: float = Field(60.0, gt=0)
+    network_timeout_s: float = Field(60.0, gt=0)  # silence between PDUs, and to finish one
     tls: TLSSettings | None = None
 
     @field_validator("allowed_calling_ae_titles")
@@ -122,6 +122,7 @@ class PipelineSettings(_Section):
     workers: int = Field(1, ge=0, le=16)  # processes; 0: receive only (workers run elsewhere)
     claim_timeout_s: float = Field(120.0, gt=0)  # a dead worker's claims return after this
     poll_interval_s: float = Field(0.5, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)  # a worker still running after this is killed
 
 
 class DeliverySettings(_Section):
@@ -131,6 +132,10 @@ class DeliverySettings(_Section):
     initial_backoff_s: float = Field(5.0, gt=0)
     max_backoff_s: float = Field(600.0, gt=0)
     interval_s: float = Field(1.0, gt=0)  # how often due deliveries are looked for
+    connect_timeout_s: float = Field(10.0, gt=0)  # TCP (and TLS) connection to a destination
+    acse_timeout_s: float = Field(30.0, gt=0)  # its answer to our association request
+    dimse_timeout_s: float = Field(30.0, gt=0)  # its answer to each C-STORE
+    network_timeout_s: float = Field(60.0, gt=0)  # silence on an open association
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliverySettings:
@@ -173,6 +178,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init arguments; the environment overrides them.
         return (env_settings, init_settings)
+
+    def report_destinations(self, calling_ae_title: str) -> list[str]:
+        """The destination names of the reports of an ECG sent by ``calling_ae_title``:
+        ``[sr] send_to`` with "@sender" replaced by the destination that has that AE title
+        (kept as "@sender" when none has: its delivery then fails with the reason)."""
+        by_ae = {destination.ae_title: destination.name for destination in self.destinations}
+        return [
+            by_ae.get(calling_ae_title, name) if name == SEND_BACK_TO_SENDER else name
+            for name in self.sr.send_to
+        ]
 
     @model_validator(mode="after")
     def _destinations_known(self) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import pydicom
@@ -49,35 +49,59 @@ def read_dataset(path: Path) -> FileDataset:
         raise InvalidECG(f"{path} is not a readable DICOM file: {exc}") from None
 
 
-def read_dataset_bytes(encoded: bytes) -> FileDataset:
-    """Parse a Part 10 file held in memory (as received over the network).
-
-    Raises
-    ------
-    InvalidECG
-        The bytes are not a DICOM file.
-    """
-    try:
-        return pydicom.dcmread(io.BytesIO(encoded), force=True)
-    except Exception as exc:  # pydicom raises many types on garbage
-        raise InvalidECG(f"the received data is not a readable DICOM dataset: {exc}") from None
-
-
 def write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing."""
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing.
+
+    On any failure (a full disk...) the temporary file is removed and the error raised.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+    return path
+
+
+def move_durably(source: Path, target: Path) -> Path:
+    """Move a file within one file system so that it survives a power cut: fsync its data,
+    rename it, fsync the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(source, target)
+    _sync_directory(target.parent)
+    return target
+
+
+def _sync_directory(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)  # the rename itself survives a power cut
     finally:
         os.close(directory)
-    return path
+
+
+def encoded_copy(dataset: Dataset, leave_out: Collection[int] = ()) -> Dataset:
+    """A new dataset holding the same elements (but the tags in ``leave_out``), still encoded:
+    an element is decoded (and changed) in the copy only, and the ones never touched are
+    written out as they are."""
+    elements = {tag: dataset.get_item(tag) for tag in dataset.keys() if tag not in leave_out}  # noqa: SIM118
+    # The same character set as read and as in force: pydicom then writes encoded elements
+    # as they are, instead of decoding them all to re-encode.
+    charset = dataset.original_character_set
+    copy = Dataset(elements, parent_encoding=charset)
+    copy.set_original_encoding(*dataset.original_encoding, charset)
+    return copy
 
 
 def dataset_bytes(dataset: Dataset) -> bytes:

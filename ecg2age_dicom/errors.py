@@ -15,13 +15,14 @@ class InvalidECG(Ecg2AgeError):
     """The object cannot be decoded as a resting 12-lead ECG."""
 
 
+class InvalidIdentity(InvalidECG):
+    """The object's SOP class or one of its UIDs is missing, invalid or not what was announced:
+    it cannot be named in the spool, the database or a report, so it is not stored at all."""
+
+
 class ConfigError(Ecg2AgeError):
     """The configuration file or environment holds an unknown key or a bad value."""
 
 
 class ModelError(Ecg2AgeError):
     """A model card, model file or prediction is unusable."""
-
-
-class DeliveryError(Ecg2AgeError):
-    """A report could not be delivered to a destination."""

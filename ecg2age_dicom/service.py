@@ -7,12 +7,16 @@ has its own model, pipeline loop and delivery job. They share the database, the 
 doorbell the listener rings when work arrives, and each worker a lifeline to the service:
 when it closes (stop, or the service died) the worker stops.
 
-Start order: migrations, stale-claim recovery, worker processes (each loads the model and
-reports ready, or the service stops with the worker's error), maintenance jobs, listener,
-then one log line ``listening on HOST:PORT as AE_TITLE``. A worker process that dies is
-started again. Stop order on SIGTERM / SIGINT: the listener stops accepting, workers finish
-the batch and the delivery in hand, then the process exits 0. A worker whose parent
-disappears (kill -9) stops the same way; its unfinished claims are requeued at next start.
+Start order: migrations, spool tidy-up, stale-claim recovery, worker processes (each loads
+the model and reports ready, or the service stops with the worker's error), maintenance jobs,
+listener, then one log line ``listening on HOST:PORT as AE_TITLE``. A worker process that dies
+is started again.
+
+Stop order on SIGTERM / SIGINT: the listener stops accepting; each worker finishes the batch
+in hand, starts no more deliveries and aborts the ones in flight (they are retried at the
+next start); a worker still running ``[pipeline] stop_timeout_s`` after the stop began is
+killed (its claims are requeued at the next start: nothing is lost); then the process exits
+0. A worker whose parent disappears (kill -9) stops the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -31,11 +37,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import logs, sr
 from ecg2age_dicom.config import Settings
+from ecg2age_dicom.delivery import Deliverer
+from ecg2age_dicom.doorbell import Doorbell
 from ecg2age_dicom.errors import ModelError
+from ecg2age_dicom.jobs import recover_stale, start_jobs
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.net.scp import start_listener
-from ecg2age_dicom.pipeline import Doorbell, Pipeline, Receiver, Spool
-from ecg2age_dicom.scheduler import Deliverer, recover_stale, start_scheduler
+from ecg2age_dicom.pipeline import Pipeline
+from ecg2age_dicom.receive import Receiver
+from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import open_store
 
 log = logging.getLogger(__name__)
@@ -53,6 +63,7 @@ def serve(settings: Settings) -> int:
 
 def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     spool = Spool(settings.storage.spool_dir)
+    spool.tidy()
     recover_stale(sessions, settings)
     # Signal handlers set a threading.Event: a multiprocessing one takes a lock that the
     # interrupted main thread may already hold.
@@ -62,9 +73,11 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     workers = [_Worker.start(settings, n, doorbell) for n in range(settings.pipeline.workers)]
     if not workers:
         log.info("receive only: [pipeline] workers = 0, another process does the work")
-    receive_only = Deliverer(sessions, settings) if not workers else None
-    scheduler = start_scheduler(sessions, settings, deliverer=receive_only)
-    server = start_listener(settings.listener, Receiver(sessions, spool, doorbell))
+    jobs = start_jobs(
+        sessions, settings, deliverer=None if workers else Deliverer(sessions, settings)
+    )
+    receiver = Receiver(sessions, spool, settings.listener.max_instance_bytes, doorbell)
+    server = start_listener(settings.listener, receiver, spool.incoming)
     listener = settings.listener
     log.info("listening on %s:%d as %s", listener.host, listener.port, listener.ae_title)
 
@@ -79,10 +92,13 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
                     log.exception("worker %d could not start again; stopping", n)
                     stopping.set()
     log.info("stopping: no new associations; finishing work in hand")
+    deadline = time.monotonic() + settings.pipeline.stop_timeout_s
     server.shutdown()
     for worker in workers:
-        worker.stop()
-    scheduler.shutdown(wait=True)
+        worker.lifeline.close()
+    for number, worker in enumerate(workers):
+        worker.join_until(deadline, number)
+    jobs.shutdown()
 
 
 @dataclass
@@ -124,10 +140,13 @@ class _Worker:
             raise ModelError(problem)
         return cls(process, lifeline_out)
 
-    def stop(self) -> None:
-        """Ask the worker to finish the work in hand, and wait for it."""
-        self.lifeline.close()
-        self.process.join()
+    def join_until(self, deadline: float, number: int) -> None:
+        """Wait for the worker (its lifeline closed) until ``deadline``; then kill it."""
+        self.process.join(max(deadline - time.monotonic(), 0))
+        if self.process.is_alive():
+            log.error("worker %d still running at the stop timeout: killed", number)
+            self.process.kill()
+            self.process.join()
 
 
 def _worker_main(
@@ -156,77 +175,54 @@ def _worker_main(
             sessions,
             runtime,
             Spool(settings.storage.spool_dir),
-            send_to=settings.sr.send_to,
-            destinations=settings.destinations,
+            settings.report_destinations,
             sr_class=sr.SRClass(settings.sr.sop_class),
             batch_size=settings.model.batch_size,
             claim_timeout=timedelta(seconds=settings.pipeline.claim_timeout_s),
         )
-        deliverer = Deliverer(sessions, settings)
-        scheduler = start_scheduler(sessions, settings, deliverer=deliverer, maintain=False)
+        jobs = start_jobs(
+            sessions, settings, deliverer=Deliverer(sessions, settings), maintain=False
+        )
         threading.Thread(
             target=_stop_at_end_of_lifeline,
             args=(lifeline, stopping, doorbell),
             name="lifeline",
             daemon=True,
         ).start()
-        reports_made = threading.Event()
-        sender = threading.Thread(
-            target=_deliver_new_reports,
-            args=(deliverer, reports_made, stopping),
-            name="deliver-new",
-        )
-        sender.start()
         ready.send(None)
         ready.close()
         log.info("worker %d ready", number)
         _work(
             pipeline,
-            reports_made,
+            jobs.wake_delivery,
             doorbell,
             stopping,
             settings.pipeline.poll_interval_s,
             settings.model.max_batch_wait_ms / 1000,
         )
-        reports_made.set()
-        sender.join()
-        scheduler.shutdown(wait=True)
+        jobs.shutdown()
 
 
 def _work(
     pipeline: Pipeline,
-    reports_made: threading.Event,
+    reports_made: Callable[[], None],
     doorbell: Doorbell,
     stopping: threading.Event,
     poll_s: float,
     gather_s: float,
 ) -> None:
-    """Claim and process batches while there is work; when idle, wait for the doorbell, then
-    ``gather_s`` more so that the start of a burst makes one batch rather than many."""
+    """Claim and process batches while there is work, calling ``reports_made`` after each;
+    when idle, wait for the doorbell, then ``gather_s`` more so that the start of a burst
+    makes one batch rather than many."""
     while not stopping.is_set():
         try:
             if pipeline.run_once():
-                reports_made.set()
+                reports_made()
                 continue
         except Exception:  # logged by the pipeline; the batch went back to the queue
             stopping.wait(poll_s)
         if doorbell.wait(poll_s):
             stopping.wait(gather_s)
-
-
-def _deliver_new_reports(
-    deliverer: Deliverer, reports_made: threading.Event, stopping: threading.Event
-) -> None:
-    """Send reports as soon as they are made, beside the pipeline: a slow or unreachable
-    destination delays deliveries, never predictions. Retries are the scheduler's."""
-    while not stopping.is_set():
-        reports_made.wait()
-        reports_made.clear()
-        try:
-            while deliverer.run_once():
-                pass
-        except Exception:  # a database error: the scheduler's next run tries again
-            log.exception("delivery of new reports failed")
 
 
 def _stop_at_end_of_lifeline(

@@ -12,9 +12,10 @@ reason that names the attribute at fault.
 
 from __future__ import annotations
 
+import numbers
 import re
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -25,6 +26,7 @@ from pydicom.dataset import Dataset
 from scipy.signal import firwin, resample_poly
 
 from ecg2age_dicom.errors import InvalidECG
+from ecg2age_dicom.identity import shown
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 """The model's lead order (ECG2Age and every model card here)."""
@@ -33,13 +35,6 @@ REQUIRED_LEADS: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"
 """Leads that must be recorded: the other four limb leads can be derived from I and II."""
 
 LIMB_LEADS_FROM_I_II: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
-
-ECG_WAVEFORM_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.4": "General 32-bit ECG Waveform Storage",
-}
 
 MIN_SAMPLING_HZ = 50.0
 MAX_SAMPLING_HZ = 2000.0
@@ -168,6 +163,31 @@ def lead_from_code(value: str, scheme: str, meaning: str) -> str | None:
     return _CANONICAL[match.group(1).upper()] if match else None
 
 
+MAX_CHANNELS = 64
+"""Channels per multiplex group: the ECG IODs allow at most 24; more is not a resting ECG."""
+MAX_CHANNEL_DEFINITION_BYTES = MAX_CHANNELS * 4096
+"""Encoded size of a Channel Definition Sequence beyond which it is not parsed at all."""
+MAX_GAIN_UV = 1.0e5  # uV per count: a 16-bit sample would span +-3 V, far above any ECG
+MAX_OFFSET_UV = 1.0e7
+
+
+def _number(item: Dataset, keyword: str, label: str, kind: type[float] | type[int] = float):
+    """A single finite number from ``item``, or :class:`InvalidECG` naming the attribute."""
+    value: object = None
+    try:
+        value = item.get(keyword)  # pydicom converts here: DS "abc" raises
+        if not isinstance(value, numbers.Real):  # absent, multi-valued (500\\250), text
+            raise TypeError
+        number = kind(value)  # type: ignore[arg-type]
+        if not np.isfinite(number):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidECG(
+            f"{label}: {keyword} {shown(value)} is not a single finite number"
+        ) from None
+    return number
+
+
 def _channel(index: int, definition: Dataset) -> Channel:
     source = definition.get("ChannelSourceSequence")
     if not source:
@@ -177,7 +197,7 @@ def _channel(index: int, definition: Dataset) -> Channel:
     lead = lead_from_code(
         value, str(code.get("CodingSchemeDesignator", "")), str(code.get("CodeMeaning", ""))
     )
-    label = f"channel {index + 1} ({lead or code.get('CodeMeaning', value)})"
+    label = f"channel {index + 1} ({lead or shown(code.get('CodeMeaning', value), 40)})"
     if definition.get("ChannelSensitivity") in (None, ""):
         return Channel(
             lead,
@@ -187,17 +207,31 @@ def _channel(index: int, definition: Dataset) -> Channel:
         )
     try:
         unit, uv = _uv_per_unit(definition, label)
+        sensitivity = _number(definition, "ChannelSensitivity", label)
+        correction = (
+            _number(definition, "ChannelSensitivityCorrectionFactor", label)
+            if definition.get("ChannelSensitivityCorrectionFactor") not in (None, "")
+            else 1.0
+        )
+        baseline = (
+            _number(definition, "ChannelBaseline", label)
+            if definition.get("ChannelBaseline") not in (None, "")
+            else 0.0
+        )
+        bits_stored = (
+            _number(definition, "WaveformBitsStored", label, int)
+            if definition.get("WaveformBitsStored") not in (None, "")
+            else 0
+        )
+        gain, offset = sensitivity * correction * uv, baseline * uv
+        if not (0 < abs(gain) <= MAX_GAIN_UV and abs(offset) <= MAX_OFFSET_UV):
+            raise InvalidECG(
+                f"{label}: calibration of {gain:g} uV per count + {offset:g} uV is not that of "
+                "an ECG channel"
+            )
     except InvalidECG as exc:
         return Channel(lead, label, problem=exc.reason)
-    correction = float(definition.get("ChannelSensitivityCorrectionFactor") or 1.0)
-    return Channel(
-        lead,
-        label,
-        gain_uv=float(definition.ChannelSensitivity) * correction * uv,
-        offset_uv=float(definition.get("ChannelBaseline") or 0.0) * uv,
-        unit=unit,
-        bits_stored=int(definition.get("WaveformBitsStored", 0) or 0),
-    )
+    return Channel(lead, label, gain, offset, unit, bits_stored)
 
 
 CHANNEL_DEFINITION_SEQUENCE = 0x003A0200
@@ -211,12 +245,25 @@ def channels_of(group: Dataset) -> tuple[Channel, ...]:
 
     A cart writes the same Channel Definition Sequence in every ECG, and turning its ~150
     elements into Python values is most of the decoding time; so a sequence read from a file
-    is looked up by its encoded values first, and converted only when new.
+    is looked up by its encoded values first, and converted only when new. A sequence over
+    :data:`MAX_CHANNEL_DEFINITION_BYTES` or :data:`MAX_CHANNELS` items is refused unparsed.
+
+    Raises
+    ------
+    InvalidECG
+        The sequence is too large to be an ECG's.
     """
     element = group.get_item(CHANNEL_DEFINITION_SEQUENCE)
-    key = None if element is None else _encoded_key(element)
+    if element is None:
+        return ()
+    if element.is_raw and element.length > MAX_CHANNEL_DEFINITION_BYTES:
+        raise InvalidECG(
+            f"Channel Definition Sequence is {element.length} bytes long: more than "
+            f"{MAX_CHANNELS} channels cannot be a resting ECG"
+        )
+    key = _encoded_key(element)
     if key is None:
-        return _channels(group.get("ChannelDefinitionSequence", []))
+        return _channels(group.ChannelDefinitionSequence)
     key = (key, group.original_encoding, str(group.original_character_set))
     with _CHANNELS_LOCK:
         channels = _CHANNELS_BY_ENCODING.get(key)
@@ -249,7 +296,12 @@ def _encoded_key(element: DataElement | RawDataElement) -> Hashable | None:
     return element.tag, tuple(items)
 
 
-def _channels(definitions: Iterable[Dataset]) -> tuple[Channel, ...]:
+def _channels(definitions: Sequence[Dataset]) -> tuple[Channel, ...]:
+    if len(definitions) > MAX_CHANNELS:
+        raise InvalidECG(
+            f"Channel Definition Sequence has {len(definitions)} items: more than "
+            f"{MAX_CHANNELS} channels cannot be a resting ECG"
+        )
     return tuple(_channel(index, definition) for index, definition in enumerate(definitions))
 
 
@@ -257,7 +309,14 @@ def _interpretation(group: Dataset) -> str:
     interpretation = str(group.get("WaveformSampleInterpretation", "")).strip().upper()
     if interpretation:
         return interpretation
-    return {8: "SB", 16: "SS", 32: "SL"}.get(int(group.get("WaveformBitsAllocated", 0)), "")
+    bits = group.get("WaveformBitsAllocated")
+    return {8: "SB", 16: "SS", 32: "SL"}.get(bits if isinstance(bits, int) else 0, "")
+
+
+def _sample_format(group: Dataset) -> tuple[int, str] | None:
+    bits = group.get("WaveformBitsAllocated")
+    key = (bits if isinstance(bits, int) else 0, _interpretation(group))
+    return key if key in _DTYPES else None
 
 
 def _is_median(group: Dataset) -> bool:
@@ -265,17 +324,52 @@ def _is_median(group: Dataset) -> bool:
     return "MEDIAN" in label or "AVERAGE" in label or "TEMPLATE" in label
 
 
-def choose_rhythm_group(ds: Dataset) -> tuple[int, tuple[Channel, ...]]:
-    """Index and channels of the multiplex group to use as the rhythm recording.
+@dataclass(frozen=True)
+class RhythmGroup:
+    """The multiplex group used as the rhythm recording, checked from its header alone.
+
+    Attributes
+    ----------
+    index:
+        Its position in the Waveform Sequence.
+    label:
+        Multiplex Group Label ("" when absent).
+    sampling_frequency:
+        Samples per second.
+    n_samples, n_channels:
+        Number of Waveform Samples / Channels.
+    dtype:
+        The samples' numpy type, in the file's byte order.
+    leads:
+        The :data:`LEADS` recorded, in :data:`LEADS` order, each with its column and channel.
+    """
+
+    index: int
+    label: str
+    sampling_frequency: float
+    n_samples: int
+    n_channels: int
+    dtype: np.dtype
+    leads: tuple[tuple[str, int, Channel], ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sampling_frequency
+
+
+def rhythm_group(ds: Dataset) -> RhythmGroup:
+    """Choose and check the rhythm group from the header, without reading a sample.
 
     Median-beat / template groups and groups in an unreadable sample format are never chosen.
     Among the rest, the first of: holds I, II and V1-V6 together; labelled RHYTHM; ORIGINAL;
-    most samples.
+    most samples. The chosen group must have a sampling rate of 50-2000 Hz, 5-60 s of
+    samples, at most :data:`MAX_CHANNELS` channels, the required leads calibrated in a
+    voltage unit, and Waveform Data of the length its header announces.
 
     Raises
     ------
     InvalidECG
-        No Waveform Sequence, or no group that could be a rhythm recording.
+        With a reason naming the attribute at fault.
     """
     groups = ds.get("WaveformSequence")
     if not groups:
@@ -283,27 +377,86 @@ def choose_rhythm_group(ds: Dataset) -> tuple[int, tuple[Channel, ...]]:
     candidates = {
         index: channels_of(group)
         for index, group in enumerate(groups)
-        if not _is_median(group)
-        and (int(group.get("WaveformBitsAllocated", 0)), _interpretation(group)) in _DTYPES
+        if not _is_median(group) and _sample_format(group) is not None
     }
     if not candidates:
         found = ", ".join(
-            f"'{g.get('MultiplexGroupLabel', '')}' ({g.get('WaveformSampleInterpretation', '?')})"
-            for g in groups
+            f"{shown(g.get('MultiplexGroupLabel', ''), 30)} "
+            f"({shown(g.get('WaveformSampleInterpretation', '?'), 10)})"
+            for g in list(groups)[:8]
         )
         raise InvalidECG(f"no usable rhythm group: the Waveform Sequence holds only {found}")
 
     def rank(index: int) -> tuple[bool, bool, bool, int]:
         group, leads = groups[index], {channel.lead for channel in candidates[index]}
+        samples = group.get("NumberOfWaveformSamples")
         return (
             set(REQUIRED_LEADS) <= leads,
             "RHYTHM" in str(group.get("MultiplexGroupLabel", "")).upper(),
             str(group.get("WaveformOriginality", "")).upper() == "ORIGINAL",
-            int(group.get("NumberOfWaveformSamples", 0)),
+            samples if isinstance(samples, int) else 0,
         )
 
-    best = max(candidates, key=rank)
-    return best, candidates[best]
+    index = max(candidates, key=rank)
+    group, channels = groups[index], candidates[index]
+    label = str(group.get("MultiplexGroupLabel", ""))
+    where = f"group {shown(label, 30)}"
+    fs = _number(group, "SamplingFrequency", where)
+    if not MIN_SAMPLING_HZ <= fs <= MAX_SAMPLING_HZ:
+        raise InvalidECG(f"sampling rate {fs:g} Hz is out of range: accepted 50-2000 Hz ({where})")
+    n_channels = _number(group, "NumberOfWaveformChannels", where, int)
+    n_samples = _number(group, "NumberOfWaveformSamples", where, int)
+    if not 0 < n_channels <= MAX_CHANNELS or n_samples < 1:
+        raise InvalidECG(
+            f"Number of Waveform Channels ({n_channels}) must be 1-{MAX_CHANNELS} and Number "
+            f"of Waveform Samples ({n_samples}) positive ({where})"
+        )
+    if len(channels) != n_channels:
+        raise InvalidECG(
+            f"Channel Definition Sequence has {len(channels)} items but Number of Waveform "
+            f"Channels is {n_channels}"
+        )
+    column_of: dict[str, int] = {}
+    for column, channel in enumerate(channels):
+        if channel.lead is not None:
+            column_of.setdefault(channel.lead, column)
+    missing = [lead for lead in REQUIRED_LEADS if lead not in column_of]
+    if missing:
+        found_names = ", ".join(lead for lead in LEADS if lead in column_of) or "none"
+        raise InvalidECG(
+            f"required lead(s) {', '.join(missing)} missing from {where} "
+            f"(leads found: {found_names}); a resting 12-lead ECG needs I, II and V1-V6"
+        )
+    duration = n_samples / fs
+    if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        raise InvalidECG(
+            f"recording is {duration:.2f} s long: accepted {MIN_DURATION_S:g}-"
+            f"{MAX_DURATION_S:g} s ({where}, {n_samples} samples at {fs:g} Hz)"
+        )
+    leads = tuple(
+        (lead, column_of[lead], channels[column_of[lead]]) for lead in LEADS if lead in column_of
+    )
+    problem = next((channel.problem for _, _, channel in leads if channel.problem), None)
+    if problem:
+        raise InvalidECG(problem)
+    sample_format = _sample_format(group)
+    assert sample_format is not None  # candidates have one
+    dtype = np.dtype(_DTYPES[sample_format]).newbyteorder(_byte_order(ds))
+    data = group.get_item(WAVEFORM_DATA)
+    if data is None:
+        raise InvalidECG(f"{where} has no Waveform Data (5400,1010)")
+    expected = n_channels * n_samples * dtype.itemsize
+    length = data.length if data.is_raw else len(data.value or b"")
+    # OB/OW values are padded to an even length, so one spare byte is legal.
+    if length not in (expected, expected + (expected % 2)):
+        raise InvalidECG(
+            f"Waveform Data holds {length} bytes but {n_channels} channels x {n_samples} "
+            f"samples x {dtype.itemsize} bytes = {expected}: the data length is inconsistent"
+        )
+    return RhythmGroup(index, label, fs, n_samples, n_channels, dtype, leads)
+
+
+WAVEFORM_DATA = 0x54001010
 
 
 def _byte_order(ds: Dataset) -> str:
@@ -314,28 +467,11 @@ def _byte_order(ds: Dataset) -> str:
     return "<" if little is None or little else ">"
 
 
-def _raw_samples(ds: Dataset, group: Dataset) -> np.ndarray:
-    n_channels = int(group.get("NumberOfWaveformChannels", 0))
-    n_samples = int(group.get("NumberOfWaveformSamples", 0))
-    if n_channels < 1 or n_samples < 1:
-        raise InvalidECG(
-            f"Number of Waveform Channels ({n_channels}) and Number of Waveform Samples "
-            f"({n_samples}) must both be positive"
-        )
-    bits = int(group.WaveformBitsAllocated)
-    dtype = np.dtype(_DTYPES[(bits, _interpretation(group))]).newbyteorder(_byte_order(ds))
-    data = group.get("WaveformData")
-    if data is None:
-        raise InvalidECG("the rhythm group has no Waveform Data (5400,1010)")
-    expected = n_channels * n_samples * dtype.itemsize
-    # OB/OW values are padded to an even length, so one spare byte is legal.
-    if len(data) not in (expected, expected + (expected % 2)):
-        raise InvalidECG(
-            f"Waveform Data holds {len(data)} bytes but {n_channels} channels x {n_samples} "
-            f"samples x {dtype.itemsize} bytes = {expected}: the data length is inconsistent"
-        )
-    return np.frombuffer(data, dtype=dtype, count=n_channels * n_samples).reshape(
-        n_samples, n_channels
+def _raw_samples(ds: Dataset, group: RhythmGroup) -> np.ndarray:
+    data = ds.WaveformSequence[group.index].WaveformData
+    count = group.n_channels * group.n_samples
+    return np.frombuffer(data, dtype=group.dtype, count=count).reshape(
+        group.n_samples, group.n_channels
     )
 
 
@@ -360,7 +496,8 @@ def _uv_per_unit(channel: Dataset, label: str) -> tuple[str, float]:
     unit = code if code in _UV_PER_UNIT else _UNIT_ALIASES.get(code.upper())
     if unit is None:
         raise InvalidECG(
-            f"{label}: Channel Sensitivity Units '{code}' is not a voltage unit (uV, mV, V)"
+            f"{label}: Channel Sensitivity Units {shown(code, 20)} is not a voltage unit "
+            "(uV, mV, V)"
         )
     return unit, _UV_PER_UNIT[unit]
 
@@ -381,20 +518,29 @@ def _fill_padding(values: np.ndarray, padded: np.ndarray) -> np.ndarray:
     return values
 
 
-def decode(ds: Dataset) -> ECG:
+def _padding_value(ds: Dataset, group: RhythmGroup) -> np.generic | None:
+    padding = ds.WaveformSequence[group.index].get("WaveformPaddingValue")
+    if not isinstance(padding, bytes) or len(padding) < group.dtype.itemsize:
+        return None
+    return np.frombuffer(padding, dtype=group.dtype, count=1)[0]
+
+
+def decode(ds: Dataset, group: RhythmGroup | None = None) -> ECG:
     """Decode a DICOM ECG waveform object into an :class:`ECG` in microvolts.
 
-    Chooses the rhythm group (:func:`choose_rhythm_group`), de-interleaves its channels,
-    applies Waveform Bits Stored, masks Waveform Padding Value, converts each channel to
-    microvolts (raw x Channel Sensitivity x Sensitivity Correction Factor + Channel Baseline,
-    in the channel's units), identifies leads by code, and derives III, aVR, aVL and aVF from
-    I and II when the file does not hold them. Padding at either end is cropped; padding
+    Takes the rhythm group (:func:`rhythm_group`, unless the caller checked it already),
+    de-interleaves its channels, applies Waveform Bits Stored, masks Waveform Padding Value,
+    converts each channel to microvolts (raw x Channel Sensitivity x Sensitivity Correction
+    Factor + Channel Baseline, in the channel's units), and derives III, aVR, aVL and aVF
+    from I and II when the file does not hold them. Padding at either end is cropped; padding
     inside the recording is linearly interpolated.
 
     Parameters
     ----------
     ds:
         A dataset of any ECG waveform storage class.
+    group:
+        Its :func:`rhythm_group`, when already known.
 
     Returns
     -------
@@ -403,64 +549,26 @@ def decode(ds: Dataset) -> ECG:
     Raises
     ------
     InvalidECG
-        With a reason naming what is wrong: no waveform, no usable group, inconsistent data
-        length, a required lead missing, an uncalibrated channel, a sampling rate outside
-        50-2000 Hz, a recording shorter than 5 s or longer than 60 s, or a flat-line lead.
+        Everything :func:`rhythm_group` refuses, too little recording left once padding is
+        removed, or a flat-line lead.
     """
-    index, channels = choose_rhythm_group(ds)
-    group = ds.WaveformSequence[index]
-    label = str(group.get("MultiplexGroupLabel", ""))
-    fs = float(group.get("SamplingFrequency") or 0.0)
-    if not MIN_SAMPLING_HZ <= fs <= MAX_SAMPLING_HZ:
-        raise InvalidECG(
-            f"sampling rate {fs:g} Hz is out of range: accepted 50-2000 Hz (group '{label}')"
-        )
-    n_channels = int(group.get("NumberOfWaveformChannels", 0))
-    if len(channels) != n_channels:
-        raise InvalidECG(
-            f"Channel Definition Sequence has {len(channels)} items but Number of Waveform "
-            f"Channels is {n_channels}"
-        )
-    column_of: dict[str, int] = {}
-    for index, channel in enumerate(channels):
-        if channel.lead is not None:
-            column_of.setdefault(channel.lead, index)
-    missing = [lead for lead in REQUIRED_LEADS if lead not in column_of]
-    if missing:
-        found = ", ".join(lead for lead in LEADS if lead in column_of) or "none"
-        raise InvalidECG(
-            f"required lead(s) {', '.join(missing)} missing from group '{label}' "
-            f"(leads found: {found}); a resting 12-lead ECG needs I, II and V1-V6"
-        )
-
+    group = group or rhythm_group(ds)
     raw = _raw_samples(ds, group)
-    duration = raw.shape[0] / fs
-    if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
-        raise InvalidECG(
-            f"recording is {duration:.2f} s long: accepted {MIN_DURATION_S:g}-"
-            f"{MAX_DURATION_S:g} s (group '{label}', {raw.shape[0]} samples at {fs:g} Hz)"
-        )
-    padding = group.get("WaveformPaddingValue")
-    pad_value = np.frombuffer(padding, dtype=raw.dtype, count=1)[0] if padding is not None else None
-
-    found_leads = [lead for lead in LEADS if lead in column_of]
-    columns = [column_of[lead] for lead in found_leads]
-    used_channels = [channels[column] for column in columns]
-    problem = next((channel.problem for channel in used_channels if channel.problem), None)
-    if problem:
-        raise InvalidECG(problem)
-    gains = [channel.gain_uv for channel in used_channels]
-    offsets = [channel.offset_uv for channel in used_channels]
-    units = [channel.unit for channel in used_channels]
-    bits_stored = [channel.bits_stored for channel in used_channels]
-    used = raw[:, columns]
+    pad_value = _padding_value(ds, group)
+    found_leads = [lead for lead, _, _ in group.leads]
+    channels = [channel for _, _, channel in group.leads]
+    bits_stored = [channel.bits_stored for channel in channels]
+    used = raw[:, [column for _, column, _ in group.leads]]
     padded = used == pad_value if pad_value is not None else None
     if len(set(bits_stored)) == 1:
         used = _sign_extend(used, bits_stored[0])
     else:
         used = np.stack([_sign_extend(used[:, i], b) for i, b in enumerate(bits_stored)], 1)
+    gains = np.float32([channel.gain_uv for channel in channels])
+    offsets = np.float32([channel.offset_uv for channel in channels])
     # float32 throughout: int16 x float64 broadcasting takes numpy's slow mixed-type path.
-    values = used.astype(np.float32) * np.float32(gains) + np.float32(offsets)
+    values = used.astype(np.float32) * gains + offsets
+    fs = group.sampling_frequency
     if padded is not None and padded.any():
         values = _fill_padding(values, padded)
         if values.shape[0] / fs < MIN_DURATION_S:
@@ -479,7 +587,7 @@ def decode(ds: Dataset) -> ECG:
 
     samples = np.empty((values.shape[0], len(LEADS)), dtype=np.float32)
     samples[:, [LEADS.index(lead) for lead in found_leads]] = values
-    derived = tuple(lead for lead in LIMB_LEADS_FROM_I_II if lead not in column_of)
+    derived = tuple(lead for lead in LIMB_LEADS_FROM_I_II if lead not in found_leads)
     if derived:
         limb = derive_limb_leads(samples[:, 0], samples[:, 1])
         for lead in derived:
@@ -491,8 +599,8 @@ def decode(ds: Dataset) -> ECG:
         sampling_frequency=fs,
         leads_found=tuple(found_leads),
         leads_derived=derived,
-        group_label=label,
-        units=tuple(dict.fromkeys(units)),
+        group_label=group.label,
+        units=tuple(dict.fromkeys(channel.unit for channel in channels)),
         sop_class_uid=str(ds.get("SOPClassUID", "")),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),

@@ -1,15 +1,24 @@
-"""The listener: a pynetdicom AE that accepts the four ECG waveform storage classes.
+"""The listener: a pynetdicom AE that accepts the scored ECG storage classes.
 
-The C-STORE handler stays thin: size limit, then :meth:`Receiver.accept` (spool, database,
-cheap validation), then the DICOM status. Calling AE titles outside
-``allowed_calling_ae_titles`` (when set) are rejected at association; TLS from
-``[listener.tls]``.
+Declared on the AE: the presentation contexts (:data:`~ecg2age_dicom.identity.SCORED_SOP_CLASSES`
+and Verification), the called AE title (must be ``[listener] ae_title``), the allowed calling
+AE titles (when set), the association limit and the timeouts. Around pynetdicom:
+:class:`~ecg2age_dicom.net.sockets.ListenerServer` bounds TLS handshakes and partial PDUs;
+each incoming dataset is written by pynetdicom to a file in the spool's ``incoming/`` folder
+as it arrives (``STORE_RECV_CHUNKED_DATASET``), and :class:`_SizeGuard` aborts an association
+whose dataset grows over ``max_instance_bytes``, so memory and disk stay bounded.
+
+The C-STORE handler stays thin: :meth:`Receiver.accept` (header checks, spool, database)
+then the DICOM status.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import tempfile
+import threading
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -18,14 +27,14 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from ecg2age_dicom.config import ListenerSettings
-from ecg2age_dicom.net import NO_DELAY_HANDLER
-from ecg2age_dicom.pipeline import ReceiveOutcome, Receiver
-from ecg2age_dicom.waveform import ECG_WAVEFORM_SOP_CLASSES
+from ecg2age_dicom.identity import SCORED_SOP_CLASSES, shown
+from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER, ListenerServer
+from ecg2age_dicom.receive import ReceiveOutcome, Receiver, StoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,7 @@ TRANSFER_SYNTAXES = [
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
+MIN_PDU_CAP = 1 << 20  # an A-ASSOCIATE-RQ with many contexts may exceed a small P-DATA limit
 
 
 class Status:
@@ -50,6 +60,7 @@ _STATUS = {
     ReceiveOutcome.STORED: Status.SUCCESS,
     ReceiveOutcome.DUPLICATE: Status.SUCCESS,
     ReceiveOutcome.INVALID: Status.CANNOT_UNDERSTAND,
+    ReceiveOutcome.UNREADABLE: Status.CANNOT_UNDERSTAND,
     ReceiveOutcome.MISMATCH: Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
     ReceiveOutcome.NOT_STORED: Status.OUT_OF_RESOURCES,
 }
@@ -63,21 +74,69 @@ def _status(code: int, comment: str = "") -> Dataset:
     return status
 
 
-def handle_store(event: evt.Event, receiver: Receiver, max_bytes: int) -> Dataset:
-    """EVT_C_STORE: store, validate cheaply, answer."""
-    encoded = event.encoded_dataset()
-    request = event.request
-    if len(encoded) > max_bytes:
-        return _status(Status.OUT_OF_RESOURCES, f"instance over {max_bytes} bytes")
-    requestor = event.assoc.requestor
+def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
+    """EVT_C_STORE: hand the received file to the receiver, answer its outcome."""
+    request, requestor = event.request, event.assoc.requestor
     received = receiver.accept(
-        encoded,
-        str(request.AffectedSOPClassUID),
-        str(request.AffectedSOPInstanceUID),
-        requestor.ae_title.strip() if isinstance(requestor.ae_title, str) else "",
-        f"{requestor.address}:{requestor.port}",
+        event.dataset_path,
+        StoreRequest(
+            sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            context_sop_class_uid=str(event.context.abstract_syntax),
+            calling_ae_title=str(requestor.ae_title).strip(),
+            peer=f"{requestor.address}:{requestor.port}",
+        ),
     )
     return _status(_STATUS[received.outcome], received.reason)
+
+
+class _SizeGuard:
+    """Counts each incoming dataset's bytes as its P-DATA PDUs arrive; aborts the association
+    of one that grows over ``max_bytes``, and removes the partial file it leaves."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._received: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def on_pdu(self, event: evt.Event) -> None:
+        items = getattr(event.pdu, "presentation_data_value_items", None)
+        if not items:
+            return
+        key = id(event.assoc)
+        with self._lock:
+            total = self._received.get(key, 0)
+            for item in items:
+                header = item.presentation_data_value[0]
+                if header & 1:  # command fragment: not counted
+                    continue
+                total += len(item.presentation_data_value) - 1
+                if header & 2:  # last fragment of the dataset
+                    total = 0
+            self._received[key] = total
+        if total > self.max_bytes:
+            log.warning(
+                "aborting association from %s (calling AE %s): dataset over %d bytes",
+                event.assoc.requestor.address,
+                shown(event.assoc.requestor.ae_title, 24),
+                self.max_bytes,
+            )
+            event.assoc.abort(block=False)
+
+    def on_close(self, event: evt.Event) -> None:
+        with self._lock:
+            self._received.pop(id(event.assoc), None)
+        _remove_partial_dataset(event.assoc)
+
+
+def _remove_partial_dataset(assoc: Association) -> None:
+    """The files pynetdicom wrote for messages that will not be answered: the one still
+    arriving, and any received but not yet handled when the connection closed."""
+    paths = [getattr(assoc.dimse.message, "_data_set_path", None)]
+    paths += [getattr(request, "_dataset_path", None) for _, request in assoc.dimse.msg_queue.queue]
+    for path in paths:
+        if isinstance(path, str | Path):
+            Path(path).unlink(missing_ok=True)
 
 
 def ssl_context(settings: ListenerSettings) -> ssl.SSLContext | None:
@@ -94,28 +153,45 @@ def ssl_context(settings: ListenerSettings) -> ssl.SSLContext | None:
     return context
 
 
-def start_listener(settings: ListenerSettings, receiver: Receiver) -> ThreadedAssociationServer:
-    """Start the AE in the background; returns the server (``shutdown()`` stops it)."""
+def start_listener(
+    settings: ListenerSettings, receiver: Receiver, incoming: Path
+) -> ListenerServer:
+    """Start the AE in the background; returns the server (``shutdown()`` stops it).
+
+    ``incoming`` is where pynetdicom writes the datasets it receives: this process's
+    temporary folder (``tempfile.tempdir``), on the spool's file system so that an accepted
+    file is renamed into the spool, not copied.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(incoming)
     ae = AE(ae_title=settings.ae_title)
-    for sop_class in ECG_WAVEFORM_SOP_CLASSES:
+    for sop_class in SCORED_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
+    ae.require_called_aet = True
     ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu_bytes
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
+    size_guard = _SizeGuard(settings.max_instance_bytes)
     handlers = [
         NO_DELAY_HANDLER,
-        (evt.EVT_C_STORE, handle_store, [receiver, settings.max_instance_bytes]),
+        (evt.EVT_PDU_RECV, size_guard.on_pdu),
+        (evt.EVT_CONN_CLOSE, size_guard.on_close),
+        (evt.EVT_C_STORE, handle_store, [receiver]),
         (evt.EVT_C_ECHO, lambda event: Status.SUCCESS),
     ]
-    server = ae.start_server(
+    pdu_cap = settings.max_pdu_bytes or settings.max_instance_bytes
+    server = ae.make_server(
         (settings.host, settings.port),
-        block=False,
-        ssl_context=ssl_context(settings),
         evt_handlers=handlers,
+        server_class=ListenerServer,
+        tls=ssl_context(settings),
+        handshake_timeout_s=settings.acse_timeout_s,
+        pdu_timeout_s=settings.network_timeout_s,
+        max_pdu_bytes=max(pdu_cap, MIN_PDU_CAP),
     )
-    assert server is not None
+    threading.Thread(target=server.serve_forever, name="listener", daemon=True).start()
     return server

@@ -1,9 +1,11 @@
-"""Sending Structured Reports to a destination, one association per burst.
+"""Sending reports to a destination, one association per burst.
 
-Files are sent as they are on disk, without decoding. :func:`send_files` reports a typed
-outcome per file: delivered, a retryable failure (association refused or aborted, network
-down, timeouts, 0xA7xx out of resources), or a permanent failure (the destination refused
-the object itself, or the report file cannot be read).
+Files are sent as they are on disk, without decoding. :class:`ReportSender` reports a typed
+outcome per file: delivered (a success or warning status), a retryable failure (association
+refused or aborted, network down, timeouts, 0xA7xx out of resources, not authorised), or a
+permanent failure (the destination refused the object itself, or the report file cannot be
+read). Every wait is bounded by ``[delivery]``'s timeouts; :meth:`ReportSender.close` aborts
+what is in flight and refuses new sends, so that a hung destination cannot hold up a stop.
 """
 
 from __future__ import annotations
@@ -11,31 +13,32 @@ from __future__ import annotations
 import enum
 import logging
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT
 from pynetdicom.sop_class import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EnhancedSRStorage,
 )
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
-from ecg2age_dicom.config import Destination
-from ecg2age_dicom.net import NO_DELAY_HANDLER
+from ecg2age_dicom.config import DeliverySettings, Destination
+from ecg2age_dicom.net.reactor import CHECKPOINT_HANDLER
+from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
 
 log = logging.getLogger(__name__)
 
-# Send report files without decoding and re-encoding them (pynetdicom's documented switch;
-# a Dataset passed instead is still converted to the negotiated transfer syntax).
-_config.STORE_SEND_CHUNKED_DATASET = True
-
 SR_STORAGE = (ComprehensiveSRStorage, EnhancedSRStorage, Comprehensive3DSRStorage)
-SUCCESS = 0x0000
-WARNING_STATUSES = (0x0001, 0xB000, 0xB006, 0xB007)
+# Failures worth another try later: the destination may get resources or our authorisation.
+RETRYABLE_FAILURES = frozenset({*range(0xA700, 0xA800), 0x0124, 0x0210, 0x0211, 0x0212})
 
 
 class Outcome(str, enum.Enum):
@@ -53,60 +56,115 @@ class SendResult:
     detail: str = ""
 
 
-def _retryable_status(status: int) -> bool:
-    return 0xA700 <= status <= 0xA7FF or status in (0x0122, 0x0124, 0x0210, 0x0211, 0x0212)
+def outcome_of(status: int) -> Outcome:
+    """The outcome of a C-STORE response status (pynetdicom's categories)."""
+    if code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING):
+        return Outcome.DELIVERED
+    return Outcome.RETRY if status in RETRYABLE_FAILURES else Outcome.PERMANENT
 
 
-def send_files(
-    calling_ae_title: str,
-    destination: Destination,
-    paths: Sequence[str],
-    timeout_s: float = 30.0,
-) -> list[SendResult]:
-    """C-STORE every file over one association to ``destination``."""
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.connection_timeout = timeout_s
-    for sop_class in SR_STORAGE:
-        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    tls = None
-    if destination.tls:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
-        tls = (context, destination.host)
-    try:
-        assoc = ae.associate(
-            destination.host,
-            destination.port,
-            ae_title=destination.ae_title,
-            tls_args=tls,
-            evt_handlers=[NO_DELAY_HANDLER],
-        )
-    except (OSError, ssl.SSLError) as exc:
-        detail = f"cannot connect to {destination.host}:{destination.port}: {exc}"
-        return [SendResult(p, Outcome.RETRY, detail) for p in paths]
-    if not assoc.is_established:
-        state = "rejected" if assoc.is_rejected else "aborted or failed"
-        detail = (
-            f"association to {destination.ae_title}@{destination.host}:{destination.port} {state}"
-        )
-        return [SendResult(p, Outcome.RETRY, detail) for p in paths]
-    results = []
-    try:
-        for path in paths:
-            results.append(_send_one(assoc, path))
+class ReportSender:
+    """Sends report files as ``ae_title``, with the ``[delivery]`` timeouts.
+
+    Calling it sends the files over one association to a destination; :meth:`close` (from
+    any thread) aborts the associations in flight and makes every later call fail at once.
+    """
+
+    def __init__(self, ae_title: str, timeouts: DeliverySettings) -> None:
+        # Send files without decoding and re-encoding them (pynetdicom's documented switch;
+        # a Dataset passed instead is still converted to the negotiated transfer syntax).
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        self.ae_title = ae_title
+        self.timeouts = timeouts
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: set[Association] = set()
+
+    def _track(self, event: evt.Event) -> None:
+        with self._lock:
+            self._in_flight.add(event.assoc)
+        if self._closed.is_set():  # closed while this one was connecting
+            event.assoc.abort(block=False)
+
+    def close(self) -> None:
+        """Refuse new sends; abort the associations in flight and end their waits now.
+
+        pynetdicom's own abort waits for the peer to close the connection, and leaves a
+        sender waiting for an answer until its timeout: the waits are ended here by giving
+        each the answer "aborted" (an A-ABORT to the association request, no response to
+        the C-STORE).
+        """
+        self._closed.set()
+        with self._lock:
+            in_flight = list(self._in_flight)
+        for assoc in in_flight:
+            assoc.abort(block=False)  # A-ABORT to the peer
+            assoc.dul.to_user_queue.put(A_ABORT())  # waiting for the association answer
+            assoc.dimse.msg_queue.put((None, None))  # waiting for a C-STORE response
+
+    def __call__(self, destination: Destination, paths: Sequence[str]) -> list[SendResult]:
+        """C-STORE every file over one association to ``destination``."""
+        if self._closed.is_set():
+            return [
+                SendResult(p, Outcome.RETRY, "not sent: the service is stopping") for p in paths
+            ]
+        ae = AE(ae_title=self.ae_title)
+        ae.connection_timeout = self.timeouts.connect_timeout_s
+        ae.acse_timeout = self.timeouts.acse_timeout_s
+        ae.dimse_timeout = self.timeouts.dimse_timeout_s
+        ae.network_timeout = self.timeouts.network_timeout_s
+        for sop_class in SR_STORAGE:
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        tls = None
+        if destination.tls:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
+            tls = (context, destination.host)
+        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+        handlers = [NO_DELAY_HANDLER, CHECKPOINT_HANDLER, (evt.EVT_CONN_OPEN, self._track)]
+        try:
+            assoc = ae.associate(
+                destination.host,
+                destination.port,
+                ae_title=destination.ae_title,
+                tls_args=tls,
+                evt_handlers=handlers,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            detail = f"cannot connect to {destination.host}:{destination.port}: {exc}"
+            return [SendResult(p, Outcome.RETRY, detail) for p in paths]
+        try:
             if not assoc.is_established:
-                break
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    sent = {result.path for result in results}
-    results += [
-        SendResult(p, Outcome.RETRY, "association ended early") for p in paths if p not in sent
-    ]
-    return results
+                state = "rejected" if assoc.is_rejected else "aborted or failed"
+                return [
+                    SendResult(p, Outcome.RETRY, f"association to {where} {state}") for p in paths
+                ]
+            return self._send_all(assoc, paths)
+        finally:
+            with self._lock:
+                self._in_flight.discard(assoc)
+
+    def _send_all(self, assoc: Association, paths: Sequence[str]) -> list[SendResult]:
+        results = []
+        try:
+            for path in paths:
+                if self._closed.is_set():
+                    break
+                results.append(_send_one(assoc, path))
+                if not assoc.is_established:
+                    break
+        finally:
+            if assoc.is_established and not self._closed.is_set():
+                assoc.release()
+        sent = {result.path for result in results}
+        ended = (
+            "not sent: the service is stopping"
+            if self._closed.is_set()
+            else ("association ended early")
+        )
+        return results + [SendResult(p, Outcome.RETRY, ended) for p in paths if p not in sent]
 
 
-def _send_one(assoc, path: str) -> SendResult:
+def _send_one(assoc: Association, path: str) -> SendResult:
     try:
         try:
             status = assoc.send_c_store(Path(path))  # the file's bytes as they are
@@ -117,9 +175,10 @@ def _send_one(assoc, path: str) -> SendResult:
     if not status or "Status" not in status:
         return SendResult(path, Outcome.RETRY, "no response (timeout or aborted association)")
     code = int(status.Status)
+    outcome = outcome_of(code)
+    if outcome is Outcome.DELIVERED:
+        return SendResult(path, outcome, f"status 0x{code:04X}" if code else "")
     comment = str(status.get("ErrorComment", "")).strip()
-    if code == SUCCESS or code in WARNING_STATUSES:
-        return SendResult(path, Outcome.DELIVERED, f"status 0x{code:04X}" if code else "")
-    detail = f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
-    outcome = Outcome.RETRY if _retryable_status(code) else Outcome.PERMANENT
-    return SendResult(path, outcome, detail)
+    return SendResult(
+        path, outcome, f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
+    )

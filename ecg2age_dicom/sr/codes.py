@@ -13,13 +13,13 @@ uses LOINC 30525-0 "Age", its usual meaning. Units are UCUM "a" (year).
 | intended use (name)        | INTENDEDUSE | 99ECG2AGE | Intended use of the algorithm            |
 | research only (value)      | RESEARCH    | 99ECG2AGE | Not validated for clinical use           |
 | clinically validated       | CLINICAL    | 99ECG2AGE | Validated for clinical use               |
-| procedure reported         | 268400002   | SCT       | 12 lead ECG                              |
+| procedure reported         | 268400002   | SCT       | 12-Lead ECG                              |
 | algorithm family           | 123110      | DCM       | Artificial Intelligence                  |
 """
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -31,16 +31,14 @@ AGE_GAP = Code("ECGAGEGAP", PRIVATE_SCHEME, "ECG age gap (predicted - chronologi
 INTENDED_USE = Code("INTENDEDUSE", PRIVATE_SCHEME, "Intended use of the algorithm")
 RESEARCH_ONLY = Code("RESEARCH", PRIVATE_SCHEME, "Not validated for clinical use")
 CLINICALLY_VALIDATED = Code("CLINICAL", PRIVATE_SCHEME, "Validated for clinical use")
-TWELVE_LEAD_ECG = Code("268400002", "SCT", "12 lead ECG")
-ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+TWELVE_LEAD_ECG = codes.SCT._12LeadECG
+ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence
 YEARS = codes.UCUM.Year
 DEVICE = codes.DCM.Device
 
-
-def private_scheme_identification() -> Dataset:
-    """The Coding Scheme Identification Sequence item that declares ``99ECG2AGE``."""
-    item = Dataset()
-    item.CodingSchemeDesignator = PRIVATE_SCHEME
-    item.CodingSchemeName = "ecg2age-dicom ECG age concepts"
-    item.CodingSchemeResponsibleOrganization = "ecg2age-dicom project"
-    return item
+PRIVATE_SCHEME_IDENTIFICATION = CodingSchemeIdentificationItem(
+    designator=PRIVATE_SCHEME,
+    name="ecg2age-dicom ECG age concepts",
+    responsible_organization="ecg2age-dicom project",
+)
+"""The Coding Scheme Identification Sequence item that declares ``99ECG2AGE``."""

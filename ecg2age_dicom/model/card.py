@@ -1,0 +1,127 @@
+"""Model cards: a model's ``model.toml`` read, validated, and its file checked.
+
+A model is a folder under ``model_zoo/`` with a ``model.toml`` card (name, version, intended
+use, file, sha256, input layout and normalisation, output transform, measured metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ecg2age_dicom.config import describe_problems, read_toml
+from ecg2age_dicom.errors import ModelError
+from ecg2age_dicom.waveform import ECG, LEADS, to_model_input
+
+
+class _CardSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CardInput(_CardSection):
+    """``[input]``: what the model takes."""
+
+    sampling_rate_hz: int = 500
+    samples: int = 5000
+    leads: tuple[str, ...] = LEADS
+    normalization: Literal["per_lead_zscore", "scale"] = "per_lead_zscore"
+    scale: float = 1.0
+    length_policy: str = "centre crop / centre zero-pad to the input length"
+
+    def model_input(self, ecg: ECG) -> np.ndarray:
+        """The (samples, 12) float32 input this card asks for, from a decoded ECG."""
+        return to_model_input(ecg, self.sampling_rate_hz, self.samples / self.sampling_rate_hz)
+
+
+class CardOutput(_CardSection):
+    """``[output]``: how to read years from the model's output (years = raw x scale + offset)."""
+
+    key: str | int | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    units: Literal["a"] = "a"
+
+
+class Metrics(_CardSection):
+    """``[metrics.<test set>]``: accuracy on a named test set (omitted keys: not known)."""
+
+    n: int | None = Field(None, ge=1)
+    mae: float | None = None
+    rmse: float | None = None
+    r2: float | None = None
+    pearson_r: float | None = None
+    source: str = "measured by ecg2age-dicom model evaluate"
+
+
+class ModelCard(_CardSection):
+    """The ``model.toml`` card of one model."""
+
+    name: str
+    version: str
+    intended_use: str
+    validated_for_clinical_use: bool = False
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=1)
+    source_url: str = ""
+    input: CardInput = CardInput()
+    output: CardOutput = CardOutput()
+    metrics: dict[str, Metrics] = {}
+
+    folder: Path = Path(".")
+
+    @property
+    def path(self) -> Path:
+        """Where the model file is expected."""
+        return self.folder / self.file
+
+    @property
+    def clinical_use_warning(self) -> str | None:
+        """The text SRs and logs carry when the model is not validated for clinical use."""
+        if self.validated_for_clinical_use:
+            return None
+        return f"{self.name} {self.version} is not validated for clinical use."
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read and validate a ``model.toml`` card.
+
+    Raises
+    ------
+    ModelError
+        The card is missing, not TOML, or has an unknown key or a bad value (named).
+    """
+    data = read_toml(Path(path), "model card", ModelError)
+    try:
+        return ModelCard(**data, folder=Path(path).parent)
+    except ValidationError as exc:
+        problems = "; ".join(describe_problems(exc))
+        raise ModelError(f"model card {path} is invalid: {problems}") from None
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(card: ModelCard) -> None:
+    """Refuse a missing model file or one whose sha256 differs from the card's."""
+    if not card.path.is_file():
+        raise ModelError(
+            f"model file {card.path} for {card.name} {card.version} is missing; "
+            "`ecg2age-dicom model fetch` downloads it"
+        )
+    actual = sha256_of(card.path)
+    if actual != card.sha256:
+        raise ModelError(
+            f"model file {card.path} has sha256 {actual} but its card says {card.sha256}: "
+            "refusing to load a file that is not the one the card describes"
+        )

@@ -1,0 +1,140 @@
+"""A loaded model: normalisation, batched prediction and the output transform to years.
+
+:meth:`ModelRuntime.load` checks the card's file (sha256), loads the Keras 3 model with
+``compile=False`` and turns batches of (5000, 12) microvolt ECGs into ages in years.
+TensorFlow is imported only when a model is loaded, so decoding-only commands stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecg2age_dicom.config import ModelSettings
+from ecg2age_dicom.errors import ModelError
+from ecg2age_dicom.model.card import CardInput, CardOutput, ModelCard, check_file, load_card
+
+log = logging.getLogger(__name__)
+
+ZSCORE_EPSILON = 1e-6
+
+
+def normalize(batch: np.ndarray, card_input: CardInput) -> np.ndarray:
+    """Apply the card's input normalisation to a (B, samples, leads) microvolt batch."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if card_input.normalization == "scale":
+        return batch * np.float32(card_input.scale)
+    mean = batch.mean(axis=1, keepdims=True)
+    std = batch.std(axis=1, keepdims=True)
+    return (batch - mean) / (std + np.float32(ZSCORE_EPSILON))
+
+
+def years_from_output(output: Any, card_output: CardOutput) -> np.ndarray:
+    """Pick the card's output (by name or index) and apply scale/offset: ages in years (B,)."""
+    if isinstance(output, dict):
+        if card_output.key is None:
+            if len(output) != 1:
+                raise ModelError(
+                    f"the model has outputs {sorted(output)}: set [output] key in the card"
+                )
+            output = next(iter(output.values()))
+        elif card_output.key not in output:
+            raise ModelError(f"[output] key {card_output.key!r} is not one of {sorted(output)}")
+        else:
+            output = output[card_output.key]
+    elif isinstance(output, list | tuple):
+        key = 0 if card_output.key is None else card_output.key
+        if not isinstance(key, int) or not -len(output) <= key < len(output):
+            raise ModelError(f"[output] key {key!r} does not index the {len(output)} outputs")
+        output = output[key]
+    values = np.asarray(output, dtype=np.float64)
+    values = values.reshape(values.shape[0], -1)[:, 0]
+    return values * card_output.scale + card_output.offset
+
+
+def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
+    """Import Keras on TensorFlow quietly, with the given thread counts (0: TF's default)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up noise
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:
+        log.debug("tensorflow already initialised; thread counts unchanged")
+    import keras
+
+    return keras
+
+
+@dataclass
+class ModelRuntime:
+    """A loaded model with its card: ``predict`` takes microvolts, returns years."""
+
+    card: ModelCard
+    keras_model: Any
+
+    @classmethod
+    def load(
+        cls,
+        card_path: Path,
+        *,
+        verify_sha256: bool = True,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+    ) -> ModelRuntime:
+        """Load the card's model, check it, and make one warm-up call.
+
+        Raises
+        ------
+        ModelError
+            Card invalid, file missing, sha256 mismatch (unless ``verify_sha256`` is False), or
+            the file cannot be loaded by Keras.
+        """
+        card = load_card(card_path)
+        if verify_sha256:
+            check_file(card)
+        elif not card.path.is_file():
+            raise ModelError(f"model file {card.path} is missing")
+        else:
+            log.warning("model sha256 check disabled (development setting) model=%s", card.name)
+        keras = configure_tensorflow(intra_op_threads, inter_op_threads)
+        try:
+            keras_model = keras.saving.load_model(card.path, compile=False)
+        except Exception as exc:  # Keras raises many types for unreadable files
+            raise ModelError(f"Keras cannot load {card.path}: {exc}") from None
+        runtime = cls(card, keras_model)
+        runtime.predict(np.zeros((1, card.input.samples, len(card.input.leads)), np.float32))
+        if card.clinical_use_warning:
+            log.warning(
+                "model=%s version=%s %s", card.name, card.version, card.clinical_use_warning
+            )
+        log.info("model loaded name=%s version=%s file=%s", card.name, card.version, card.path)
+        return runtime
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings, card: Path | None = None) -> ModelRuntime:
+        """Load ``card`` (default: ``[model] card``) with the ``[model]`` settings."""
+        return cls.load(
+            card or settings.card,
+            verify_sha256=settings.verify_sha256,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Ages in years (B,) for a (B, samples, 12) float32 batch in microvolts."""
+        expected = (self.card.input.samples, len(self.card.input.leads))
+        if batch.ndim != 3 or batch.shape[1:] != expected:
+            raise ModelError(f"batch shape {batch.shape} does not match (B, {expected[0]}, 12)")
+        output = self.keras_model.predict_on_batch(normalize(batch, self.card.input))
+        return years_from_output(output, self.card.output)
