@@ -429,7 +429,8 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``--config`` and ``-v`` are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: given after the command, they override; not given, the main parser's stand.
+    # SUPPRESS everywhere: an option given before or after the command is set once, and
+    # one not given is not set at all (main() supplies the defaults).
     common.add_argument(
         "--config",
         type=Path,
@@ -444,7 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score resting 12-lead DICOM ECGs with ECG2Age and file the result as an SR.",
         parents=[common],
     )
-    parser.set_defaults(config=None, verbose=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -546,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``ecg2age-dicom``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.verbose = getattr(args, "verbose", False)
     logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.handler(args, out or sys.stdout))

@@ -179,15 +179,13 @@ class Settings(BaseSettings):
         # The file's values arrive as init arguments; the environment overrides them.
         return (env_settings, init_settings)
 
-    def report_destinations(self, calling_ae_title: str) -> list[str]:
-        """The destination names of the reports of an ECG sent by ``calling_ae_title``:
-        ``[sr] send_to`` with "@sender" replaced by the destination that has that AE title
-        (kept as "@sender" when none has: its delivery then fails with the reason)."""
-        by_ae = {destination.ae_title: destination.name for destination in self.destinations}
-        return [
-            by_ae.get(calling_ae_title, name) if name == SEND_BACK_TO_SENDER else name
-            for name in self.sr.send_to
-        ]
+    def destination(self, name: str, calling_ae_title: str) -> Destination | None:
+        """The ``[[destinations]]`` entry a report goes to: the one named ``name``, or for
+        "@sender" the one whose AE title sent the ECG; None when there is none. Resolved at
+        each delivery, so that a destination added later serves a ``resend``."""
+        if name == SEND_BACK_TO_SENDER:
+            return next((d for d in self.destinations if d.ae_title == calling_ae_title), None)
+        return next((d for d in self.destinations if d.name == name), None)
 
     @model_validator(mode="after")
     def _destinations_known(self) -> Settings:

@@ -4,9 +4,10 @@ Due deliveries are claimed (``pending`` -> ``sending``), grouped by destination 
 one association per destination; a retryable failure is tried again after an exponential
 backoff with jitter (``initial_backoff_s`` doubling up to ``max_backoff_s``), and after
 ``max_attempts`` the delivery is ``delivery_failed`` (``ecg2age-dicom resend`` retries it by
-hand). A permanent refusal by the destination fails at once. The destination names were
-resolved when the report was made (:meth:`Settings.report_destinations`); a name without a
-``[[destinations]]`` entry fails with that reason.
+hand). A permanent refusal by the destination fails at once. Each delivery names its
+destination as ``[sr] send_to`` did; :meth:`Settings.destination` resolves it (and
+"@sender") at each attempt, and a name with no ``[[destinations]]`` entry fails with that
+reason.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class Deliverer:
         )
         self.send: Sender = send or self._sender  # type: ignore[assignment]
         self.rng = rng or random.Random()
-        self.by_name = {d.name: d for d in settings.destinations}
         self._closed = False
 
     def close(self) -> None:
@@ -80,19 +80,20 @@ class Deliverer:
             due = queries.claim_due_deliveries(session, BURST)
         if not due:
             return 0
-        groups: dict[str, list[queries.DueDelivery]] = defaultdict(list)
+        groups: dict[Destination, list[queries.DueDelivery]] = defaultdict(list)
         outcomes: list[tuple[queries.DueDelivery, SendResult]] = []
         for item in due:
-            if item.destination in self.by_name:
-                groups[item.destination].append(item)
+            destination = self.settings.destination(item.destination, item.calling_ae_title)
+            if destination is not None:
+                groups[destination].append(item)
                 continue
             reason = (
                 f"no [[destinations]] entry for '{item.destination}'"
                 f" (calling AE title '{item.calling_ae_title}')"
             )
             outcomes.append((item, SendResult(item.report_path, Outcome.PERMANENT, reason)))
-        for name, items in groups.items():
-            results = self.send(self.by_name[name], [item.report_path for item in items])
+        for destination, items in groups.items():
+            results = self.send(destination, [item.report_path for item in items])
             outcomes += list(zip(items, results, strict=True))
         self._record(outcomes)
         return len(due)

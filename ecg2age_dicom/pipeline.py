@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,10 +36,6 @@ from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import InstanceStatus, Prediction, ReceivedInstance
 
 log = logging.getLogger(__name__)
-
-Routes = Callable[[str], Sequence[str]]
-"""The destination names a report goes to, given the calling AE title of its ECG."""
-
 
 def default_worker_id() -> str:
     """host:pid, so that claims say who holds them."""
@@ -62,7 +58,7 @@ class Pipeline:
         sessions: sessionmaker[Session],
         runtime: ModelRuntime,
         spool: Spool,
-        routes: Routes,
+        send_to: Sequence[str],
         *,
         sr_class: sr.SRClass = sr.SRClass.COMPREHENSIVE,
         batch_size: int = 32,
@@ -72,7 +68,7 @@ class Pipeline:
         self.sessions = sessions
         self.runtime = runtime
         self.spool = spool
-        self.routes = routes
+        self.send_to = list(send_to)
         self.sr_class = sr_class
         self.batch_size = batch_size
         self.worker_id = worker_id or default_worker_id()
@@ -130,7 +126,7 @@ class Pipeline:
                         _prediction(report.score, self.algorithm),
                         report.sr_sop_instance_uid,
                         str(report.path),
-                        self.routes(report.instance.calling_ae_title),
+                        self.send_to,
                     )
             self._log(failures, reports)
             return len(claimed)

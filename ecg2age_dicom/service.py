@@ -175,7 +175,7 @@ def _worker_main(
             sessions,
             runtime,
             Spool(settings.storage.spool_dir),
-            settings.report_destinations,
+            settings.sr.send_to,
             sr_class=sr.SRClass(settings.sr.sop_class),
             batch_size=settings.model.batch_size,
             claim_timeout=timedelta(seconds=settings.pipeline.claim_timeout_s),

@@ -1,10 +1,8 @@
-"""Model cards, loading, normalisation, output transforms and the micro-batcher."""
+"""Model cards, loading, normalisation and output transforms."""
 
 from __future__ import annotations
 
 import shutil
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.model import (
     CardInput,
     CardOutput,
-    MicroBatcher,
     ModelRuntime,
     load_card,
     normalize,
@@ -165,60 +162,3 @@ def test_output_transform(output, key, expected):
 def test_output_key_errors(output, key):
     with pytest.raises(ModelError):
         years_from_output(output, CardOutput(key=key))
-
-
-# -- micro-batcher ---------------------------------------------------------------------------
-
-
-def test_micro_batcher_gives_each_caller_its_own_result():
-    batch_sizes: list[int] = []
-    lock = threading.Lock()
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with lock:
-            batch_sizes.append(len(batch))
-        return batch[:, 0, 0] * 2.0
-
-    batcher = MicroBatcher(predict, batch_size=8, max_wait_ms=20)
-    try:
-        with ThreadPoolExecutor(16) as pool:
-            values = list(range(200))
-            futures = list(
-                pool.map(lambda v: batcher.submit(np.full((4, 12), v, np.float32)), values)
-            )
-            results = [future.result(timeout=10) for future in futures]
-    finally:
-        batcher.close()
-    assert results == [2.0 * v for v in values]
-    assert sum(batch_sizes) == 200 and max(batch_sizes) <= 8
-    assert len(batch_sizes) < 200  # concurrent callers were batched together
-
-
-def test_micro_batcher_flushes_a_lone_caller_after_the_wait():
-    batcher = MicroBatcher(lambda batch: batch[:, 0, 0], batch_size=64, max_wait_ms=10)
-    try:
-        assert batcher.submit(np.full((2, 12), 5.0)).result(timeout=5) == 5.0
-    finally:
-        batcher.close()
-
-
-def test_micro_batcher_passes_errors_to_every_caller_and_keeps_running():
-    calls = []
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        calls.append(len(batch))
-        if len(calls) == 1:
-            raise RuntimeError("model exploded")
-        return batch[:, 0, 0]
-
-    batcher = MicroBatcher(predict, batch_size=4, max_wait_ms=50)
-    try:
-        first = [batcher.submit(np.zeros((2, 12))) for _ in range(3)]
-        for future in first:
-            with pytest.raises(RuntimeError, match="exploded"):
-                future.result(timeout=5)
-        assert batcher.submit(np.ones((2, 12))).result(timeout=5) == 1.0
-    finally:
-        batcher.close()
-    with pytest.raises(ModelError, match="closed"):
-        batcher.submit(np.zeros((2, 12)))

@@ -6,22 +6,22 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
-from ecg2age_dicom.config import Destination
-from ecg2age_dicom.pipeline import Pipeline, Spool
+from ecg2age_dicom import sr
+from ecg2age_dicom.pipeline import Pipeline
+from ecg2age_dicom.receive import ReceiveOutcome, Receiver
+from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery, InstanceStatus, Prediction, ReceivedInstance
 from tests.ecg_factory import make_ecg
+from tests.receive_factory import receive
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
-DESTINATIONS = [
-    Destination(name="PACS", ae_title="PACS", host="127.0.0.1", port=11113),
-    Destination(name="CART-BACK", ae_title="CART7", host="127.0.0.1", port=11114),
-]
 
 
 @pytest.fixture
@@ -33,8 +33,6 @@ def inputs(tmp_path) -> dict[str, Path]:
     for name, built in {
         "muse8": make_ecg(leads=("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"), fs=250),
         "no_age": make_ecg(patient_age=None),
-        "short": make_ecg(seconds=3.0),
-        "no_v3": make_ecg(leads=("I", "II", "V1", "V2", "V4", "V5", "V6")),
     }.items():
         files[name] = built.write(folder / f"{name}.dcm")
     return files
@@ -46,23 +44,28 @@ def make_pipeline(store, tiny_runtime, tmp_path, **options) -> Pipeline:
         sessions,
         tiny_runtime,
         Spool(tmp_path / "spool"),
-        send_to=["PACS", "@sender"],
-        destinations=DESTINATIONS,
+        ["PACS", "@sender"],
         batch_size=2,
         **options,
     )
+
+
+def receiver(store, tmp_path) -> Receiver:
+    _, sessions = store
+    return Receiver(sessions, Spool(tmp_path / "spool"), max_bytes=10_000_000)
 
 
 def uid_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime, tmp_path, inputs):
+def test_received_files_come_out_as_reports(store, tiny_runtime, tmp_path, inputs):
     pipeline = make_pipeline(store, tiny_runtime, tmp_path)
+    spooled = receiver(store, tmp_path)
     for path in inputs.values():
-        assert pipeline.ingest_file(path, calling_ae_title="CART7", peer="127.0.0.1")
-    assert not pipeline.ingest_file(inputs["sample"], calling_ae_title="CART7")  # duplicate
-    assert pipeline.run_until_idle() == 5
+        assert receive(spooled, path).outcome is ReceiveOutcome.STORED
+    assert receive(spooled, inputs["sample"]).outcome is ReceiveOutcome.DUPLICATE
+    assert pipeline.run_until_idle() == 3
     assert pipeline.run_once() == 0
 
     _, sessions = store
@@ -82,31 +85,90 @@ def test_files_come_out_as_reports_with_every_outcome_stored(store, tiny_runtime
         )
     sample_row = rows[uid_of(inputs["sample"])]
     assert sample_row.chronological_age_years == 42.0
-    assert sample_row.age_gap_years == pytest.approx(
-        sample_row.predicted_age_years - 42.0, abs=0.02
-    )
+    assert sample_row.age_gap_years == round(sample_row.predicted_age_years - 42.0, 2)
     assert rows[uid_of(inputs["no_age"])].age_gap_years is None
-    for name, reason in (("short", "3.00 s long"), ("no_v3", "V3 missing")):
-        row = rows[uid_of(inputs[name])]
-        assert row.status == "failed" and reason in row.error and row.sr_sop_instance_uid is None
-        assert (tmp_path / "spool" / "quarantine" / f"{row.sop_instance_uid}.dcm").exists()
-    # One delivery per destination; "@sender" resolved from the calling AE title.
+    # One delivery per destination name; "@sender" is resolved when delivered.
     assert len(deliveries) == 6
-    assert {d.destination for d in deliveries} == {"PACS", "CART-BACK"}
+    assert {d.destination for d in deliveries} == {"PACS", "@sender"}
+
+
+def spool_directly(store, tmp_path, ecg, name: str) -> str:
+    """Put a file and a "received" row in place without the receiver's checks (a file from
+    an older version, or one changed on disk)."""
+    _, sessions = store
+    path = tmp_path / "spool" / "received" / f"{name}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ecg.write(path)
+    dataset = ecg.dataset
+    instance = queries.NewInstance(
+        str(dataset.SOPInstanceUID), "", "", str(dataset.SOPClassUID), str(path)
+    )
+    with sessions.begin() as session:
+        queries.record_received(session, instance)
+    return str(dataset.SOPInstanceUID)
+
+
+def test_a_poison_ecg_fails_alone_and_its_batch_goes_on(store, tiny_runtime, tmp_path, inputs):
+    pipeline = make_pipeline(store, tiny_runtime, tmp_path)
+    pipeline.batch_size = 8
+    spooled = receiver(store, tmp_path)
+    for path in inputs.values():
+        receive(spooled, path)
+    no_study = make_ecg()
+    del no_study.dataset.StudyInstanceUID
+    flat = make_ecg(signal=np.zeros((5000, 12)))
+    poisons = {
+        spool_directly(store, tmp_path, no_study, "no_study"): "Study Instance UID",
+        spool_directly(store, tmp_path, flat, "flat"): "flat line",
+    }
+    assert pipeline.run_once() == 5  # one batch: three good ECGs and two poisons
+    _, sessions = store
+    with sessions() as session:
+        rows = {row.sop_instance_uid: row for row in queries.results(session)}
+    assert sorted(row.status for row in rows.values()) == ["failed"] * 2 + ["predicted"] * 3
+    for uid, reason in poisons.items():
+        assert rows[uid].status == "failed" and reason in rows[uid].error
+        assert (tmp_path / "spool" / "quarantine" / f"{uid}.dcm").exists()
+
+
+def test_a_report_that_cannot_be_made_fails_that_ecg_only(
+    store, tiny_runtime, tmp_path, inputs, monkeypatch, caplog
+):
+    pipeline = make_pipeline(store, tiny_runtime, tmp_path)
+    pipeline.batch_size = 8
+    spooled = receiver(store, tmp_path)
+    for path in inputs.values():
+        receive(spooled, path)
+    bad = uid_of(inputs["muse8"])
+    real_build = sr.build_report
+
+    def build(header, *args, **kwargs):
+        if header.SOPInstanceUID == bad:
+            raise AttributeError("highdicom could not build it")
+        return real_build(header, *args, **kwargs)
+
+    monkeypatch.setattr(sr, "build_report", build)
+    assert pipeline.run_once() == 3
+    _, sessions = store
+    with sessions() as session:
+        rows = {row.sop_instance_uid: row for row in queries.results(session)}
+    assert rows[bad].status == "failed" and "AttributeError" in rows[bad].error
+    assert [r.status for uid, r in rows.items() if uid != bad] == ["predicted"] * 2
+    assert f"ecg failed sop_instance_uid={bad}" in caplog.text
 
 
 def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime, tmp_path, inputs):
     _, sessions = store
-    first = make_pipeline(store, tiny_runtime, tmp_path, worker_id="crashed")
+    spooled = receiver(store, tmp_path)
     for path in inputs.values():
-        first.ingest_file(path)
+        receive(spooled, path)
     # The first worker claims a batch and dies before finishing it.
     with sessions.begin() as session:
         assert len(queries.claim_received(session, "crashed", 2)) == 2
     restarted = make_pipeline(
         store, tiny_runtime, tmp_path, worker_id="new", claim_timeout=timedelta(seconds=-1)
     )
-    assert restarted.run_until_idle() == 3  # the unclaimed ones
+    assert restarted.run_until_idle() == 1  # the unclaimed one
     assert restarted.resume() == 2  # the dead worker's claims come back
     assert restarted.run_until_idle() == 2
 
@@ -119,7 +181,7 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime,
     assert restarted.run_until_idle() == 1
     with sessions() as session:
         statuses = session.scalars(select(ReceivedInstance.status)).all()
-        assert sorted(s.value for s in statuses) == ["failed"] * 2 + ["predicted"] * 3
+        assert sorted(s.value for s in statuses) == ["predicted"] * 3
         per_instance = session.execute(
             select(Prediction.instance_id, func.count()).group_by(Prediction.instance_id)
         ).all()
@@ -130,7 +192,7 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(store, tiny_runtime,
 
 def test_a_spool_file_gone_missing_is_a_recorded_failure(store, tiny_runtime, tmp_path, inputs):
     pipeline = make_pipeline(store, tiny_runtime, tmp_path)
-    pipeline.ingest_file(inputs["sample"])
+    receive(receiver(store, tmp_path), inputs["sample"])
     pipeline.spool.received_path(uid_of(inputs["sample"])).unlink()
     pipeline.run_until_idle()
     _, sessions = store

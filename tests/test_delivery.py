@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from ecg2age_dicom.config import Settings
+from ecg2age_dicom.delivery import Deliverer, backoff_s
 from ecg2age_dicom.net.scu import Outcome, SendResult
-from ecg2age_dicom.scheduler import Deliverer, backoff_s, clean_spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery
 from tests.store_factory import predicted
@@ -47,7 +46,7 @@ def test_retries_until_max_attempts_then_resend(store):
     one_report(sessions)
     calls = []
 
-    def unreachable(calling, destination, paths):
+    def unreachable(destination, paths):
         calls.append(destination.name)
         return [SendResult(p, Outcome.RETRY, "connection refused") for p in paths]
 
@@ -83,7 +82,7 @@ def test_retries_until_max_attempts_then_resend(store):
                 ]
             }
         ),
-        send=lambda c, d, paths: [SendResult(p, Outcome.DELIVERED) for p in paths],
+        send=lambda d, paths: [SendResult(p, Outcome.DELIVERED) for p in paths],
     )
     assert delivered.run_once() == 2
     with sessions() as session:
@@ -97,7 +96,7 @@ def test_permanent_refusal_fails_at_once(store):
     deliverer = Deliverer(
         sessions,
         SETTINGS,
-        send=lambda c, d, paths: [
+        send=lambda d, paths: [
             SendResult(p, Outcome.PERMANENT, "C-STORE status 0xA900") for p in paths
         ],
     )
@@ -105,24 +104,3 @@ def test_permanent_refusal_fails_at_once(store):
     with sessions() as session:
         assert {d.status.value for d in session.scalars(select(Delivery))} == {"delivery_failed"}
         assert queries.results(session)[0].status == "delivery_failed"
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_spool_clean_up_removes_only_work_delivered_long_enough_ago(store, tmp_path):
-    _, sessions = store
-    ecg, report = tmp_path / "ecg.dcm", tmp_path / "sr.dcm"
-    ecg.write_bytes(b"ecg")
-    report.write_bytes(b"sr")
-    instance = queries.NewInstance("7.1", "7.2", "7.3", "1.2.840.10008.5.1.4.1.1.9.1.1", str(ecg))
-    predicted(sessions, instance, "7.9", str(report), ["PACS"])
-    assert clean_spool(sessions, retention_days=1) == 0  # not delivered yet
-    with sessions.begin() as session:
-        delivery = session.scalars(select(Delivery)).one()
-        queries.finish_delivery(session, delivery.id, delivered=True)
-    assert clean_spool(sessions, retention_days=1) == 0  # delivered just now
-    with sessions.begin() as session:
-        session.execute(update(Delivery).values(delivered_at=queries.utcnow() - timedelta(days=2)))
-    assert clean_spool(sessions, retention_days=1) == 2
-    assert not ecg.exists() and not report.exists()
-    with sessions() as session:
-        assert queries.results(session)[0].status == "delivered"  # the record stays
