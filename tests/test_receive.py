@@ -90,9 +90,7 @@ HOSTILE_UIDS = [
 
 
 @pytest.mark.parametrize("uid", HOSTILE_UIDS, ids=ascii)
-def test_a_hostile_sop_instance_uid_is_refused_and_touches_no_file(
-    receiver, tmp_path, uid, caplog
-):
+def test_a_hostile_sop_instance_uid_is_refused_and_touches_no_file(receiver, tmp_path, uid, caplog):
     def hostile(ds: Dataset) -> None:
         ds.SOPInstanceUID = uid
         ds.file_meta.MediaStorageSOPInstanceUID = uid or "1.2.3"
@@ -222,9 +220,7 @@ def test_bytes_that_are_not_dicom_are_unreadable(receiver, tmp_path):
     assert receive(receiver, path, request).outcome is ReceiveOutcome.UNREADABLE
 
 
-def test_a_full_disk_is_out_of_resources_and_leaves_nothing_behind(
-    receiver, tmp_path, monkeypatch
-):
+def test_a_full_disk_is_out_of_resources_and_leaves_nothing_behind(receiver, tmp_path, monkeypatch):
     def full(source: Path, target: Path) -> Path:
         raise OSError(errno.ENOSPC, "No space left on device")
 
