@@ -16,7 +16,8 @@ DA                    ``YYYYMMDD`` of a real date; ``YYYY-MM-DD`` and ``YYYY.MM.
 TM, AS                kept only when valid (``HH[MM[SS[.FFFFFF]]]``, ``nnnD/W/M/Y``)
 ====================  ===========================================================================
 
-A value that is still invalid, or that holds several values where one is allowed, is left out
+Patient's Sex keeps only its defined terms (M, F, O). A value that is still invalid, or that
+holds several values where one is allowed, is left out
 (:func:`clean_value` returns None): a type 2 attribute is then written empty, a type 3 one not
 at all. Characters of any script are kept; reports are written in ISO_IR 192 (UTF-8).
 """
@@ -38,6 +39,7 @@ _SPACES = re.compile(r" {2,}")
 _DATE = re.compile(r"(\d{4})[-.]?(\d{2})[-.]?(\d{2})")
 _TIME = re.compile(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?")
 _AGE = re.compile(r"\d{3}[DWMY]")
+_DEFINED_TERMS = {"PatientSex": frozenset({"M", "F", "O"})}
 
 
 def date_of(value: object) -> date | None:
@@ -78,7 +80,7 @@ def clean_value(keyword: str, value: object) -> str | None:
         text = text.strip() if _AGE.fullmatch(text.strip()) else ""
     else:
         return None  # not a VR whose copy this module knows how to check
-    if not text:
+    if not text or text not in _DEFINED_TERMS.get(keyword, {text}):
         return None
     try:
         validate_value(vr, text, pydicom.config.RAISE)

@@ -87,3 +87,31 @@ def test_results_and_db_upgrade(tmp_path):
     assert run("db", "upgrade")[0] == 0
     code, text = run("results", "--format", "json")
     assert code == 0 and json.loads(text) == []
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "reason"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.9.2.1", "Hemodynamic Waveform Storage) is not scored"),
+        ("1.2.840.10008.5.1.4.1.1.104.1", "Encapsulated PDF Storage) is not scored"),
+        ("", "SOP Class UID (0008,0016) is missing"),
+    ],
+)
+def test_predict_scores_only_what_the_listener_accepts(tmp_path, sop_class, reason):
+    """The same rule everywhere: objects holding a waveform that are not ECGs are refused."""
+    ecg = make_ecg()
+    ecg.dataset.SOPClassUID = sop_class
+    path = ecg.write(tmp_path / "not-an-ecg.dcm")
+    code, text = run("predict", str(path), "--format", "json")
+    row = json.loads(text)
+    assert code == 1 and reason in row["error"] and row["predicted_age_years"] is None
+    code, text = run("inspect", str(path), "--format", "json")
+    assert code == 1 and reason in json.loads(text)["error"]
+
+
+def test_config_and_verbose_are_taken_before_or_after_the_command(tmp_path, capsys):
+    config = tmp_path / "my.toml"
+    config.write_text("[listener]\nport = 99999\n")
+    for argv in (["--config", str(config), "results"], ["results", "--config", str(config), "-v"]):
+        assert run(*argv)[0] == 2
+        assert "listener.port" in capsys.readouterr().err

@@ -10,8 +10,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pydicom
+import pydicom.config
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ecg2age_dicom.dicomfile import dataset_bytes, write_atomically
 from ecg2age_dicom.sr import (
@@ -49,6 +51,24 @@ PATIENT_KEYWORDS = (
 @pytest.fixture(scope="module")
 def sample():
     return pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+
+
+def odd_ecg():
+    """A factory ECG with the values real carts write: a name in ISO 2022 IR 87, a study
+    description with line breaks, a dashed birth date, an invalid time, "male"."""
+    ecg = make_ecg(patient_age=None)
+    dataset = ecg.dataset
+    dataset.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    dataset.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    dataset.StudyDescription = "ECG:Sinus Rhythm\r\nNormal ECG\r\n" + "x" * 60
+    with pydicom.config.disable_value_validation():
+        dataset.PatientBirthDate = "1970-01-01"
+        dataset.StudyTime = "25:61"
+        dataset.PatientSex = "male"
+        buffer = io.BytesIO()
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.save_as(buffer, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))  # encoded, as received
 
 
 def bare_ecg():
@@ -169,11 +189,45 @@ needs_tools = pytest.mark.skipif(
 )
 
 
+def source_ecg(sample, source: str):
+    return {"sample": lambda: sample, "bare": bare_ecg, "odd": odd_ecg}[source]()
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("ISO_IR 192", "Müller^Jürgen"),
+        ("ISO_IR 100", "Äneas^Rüdiger"),
+        (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+        ("ISO_IR 192", "Wang^XiaoDong=王^小東"),
+    ],
+)
+def test_a_name_in_any_character_set_reads_back_as_sent(tmp_path, charset, name):
+    ecg = make_ecg().dataset
+    ecg.SpecificCharacterSet = charset
+    ecg.PatientName = name
+    ecg.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ecg.save_as(buffer, enforce_file_format=True)
+    received = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    document = reread(build_report(received, RESEARCH_MODEL, 50.0), tmp_path)
+    assert document.SpecificCharacterSet == "ISO_IR 192"
+    assert str(document.PatientName) == name
+
+
+def test_copied_values_are_cleaned_to_their_vr(tmp_path):
+    document = reread(build_report(odd_ecg(), RESEARCH_MODEL, 50.0), tmp_path)
+    assert str(document.PatientName) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert document.StudyDescription == "ECG:Sinus Rhythm Normal ECG " + "x" * 36
+    assert document.PatientBirthDate == "19700101"
+    assert document.StudyTime == "" and document.PatientSex == ""
+
+
 @needs_tools
-@pytest.mark.parametrize("source", ["sample", "bare"])
+@pytest.mark.parametrize("source", ["sample", "bare", "odd"])
 @pytest.mark.parametrize("sr_class", list(SRClass))
 def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, source, sr_class):
-    ecg = sample if source == "sample" else bare_ecg()
+    ecg = source_ecg(sample, source)
     chronological = 42.0 if source == "sample" else None
     path = write_atomically(
         tmp_path / "sr.dcm",
@@ -205,10 +259,10 @@ def _comparable(document) -> dict:
     return document.to_json_dict()
 
 
-@pytest.mark.parametrize("source", ["sample", "bare"])
+@pytest.mark.parametrize("source", ["sample", "bare", "odd"])
 @pytest.mark.parametrize("sr_class", list(SRClass))
 def test_the_fast_path_builds_the_same_report_as_highdicom(sample, source, sr_class):
-    ecg = sample if source == "sample" else bare_ecg()
+    ecg = source_ecg(sample, source)
     chronological = 42.0 if source == "sample" else None
     when = datetime(2026, 1, 2, 3, 4, 5, 600000)
     options = {"sr_class": sr_class, "sop_instance_uid": "2.25.99", "content_datetime": when}
