@@ -286,7 +286,8 @@ def cmd_model_info(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     print(f"{'output':<16} years = output x {card.output.scale} + {card.output.offset}", file=out)
-    for name, values in info["metrics"].items():
+    for name, metrics in card.metrics.items():
+        values = metrics.model_dump(exclude_none=True)
         print(f"metrics {name}: " + ", ".join(f"{k} {v}" for k, v in values.items()), file=out)
     return 0
 
@@ -309,7 +310,7 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
     check_file(card)
     print(f"{card.path}: sha256 OK", file=out)
     runtime = load_runtime(args, settings)
-    sample = Path(get_testdata_file("waveform_ecg.dcm"))
+    sample = Path(str(get_testdata_file("waveform_ecg.dcm")))
     item = scoring.prepare(read_dataset(sample), card)
     (result,) = scoring.score(runtime, [item.model_input], [item.chronological_age])
     if isinstance(result, str):

@@ -9,8 +9,10 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 
 from ecg2age_dicom.errors import InvalidECG
 
@@ -95,12 +97,17 @@ def encoded_copy(dataset: Dataset, leave_out: Collection[int] = ()) -> Dataset:
     """A new dataset holding the same elements (but the tags in ``leave_out``), still encoded:
     an element is decoded (and changed) in the copy only, and the ones never touched are
     written out as they are."""
-    elements = {tag: dataset.get_item(tag) for tag in dataset.keys() if tag not in leave_out}  # noqa: SIM118
+    elements: dict[BaseTag, DataElement | RawDataElement] = {
+        tag: dataset.get_item(tag)
+        for tag in dataset.keys()  # noqa: SIM118 - iterating a Dataset converts each element
+        if tag not in leave_out
+    }
     # The same character set as read and as in force: pydicom then writes encoded elements
     # as they are, instead of decoding them all to re-encode.
     charset = dataset.original_character_set
     copy = Dataset(elements, parent_encoding=charset)
-    copy.set_original_encoding(*dataset.original_encoding, charset)
+    implicit_vr, little_endian = dataset.original_encoding
+    copy.set_original_encoding(implicit_vr, little_endian, charset)
     return copy
 
 

@@ -37,6 +37,7 @@ from ecg2age_dicom.store.models import InstanceStatus, Prediction, ReceivedInsta
 
 log = logging.getLogger(__name__)
 
+
 def default_worker_id() -> str:
     """host:pid, so that claims say who holds them."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -19,6 +19,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
@@ -171,14 +172,14 @@ MAX_GAIN_UV = 1.0e5  # uV per count: a 16-bit sample would span +-3 V, far above
 MAX_OFFSET_UV = 1.0e7
 
 
-def _number(item: Dataset, keyword: str, label: str, kind: type[float] | type[int] = float):
+def _number(item: Dataset, keyword: str, label: str) -> float:
     """A single finite number from ``item``, or :class:`InvalidECG` naming the attribute."""
     value: object = None
     try:
         value = item.get(keyword)  # pydicom converts here: DS "abc" raises
         if not isinstance(value, numbers.Real):  # absent, multi-valued (500\\250), text
             raise TypeError
-        number = kind(value)  # type: ignore[arg-type]
+        number = float(value)
         if not np.isfinite(number):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
@@ -186,6 +187,14 @@ def _number(item: Dataset, keyword: str, label: str, kind: type[float] | type[in
             f"{label}: {keyword} {shown(value)} is not a single finite number"
         ) from None
     return number
+
+
+def _count(item: Dataset, keyword: str, label: str) -> int:
+    """A whole number from ``item`` (US / UL values), or :class:`InvalidECG`."""
+    number = _number(item, keyword, label)
+    if not number.is_integer():
+        raise InvalidECG(f"{label}: {keyword} {number:g} is not a whole number")
+    return int(number)
 
 
 def _channel(index: int, definition: Dataset) -> Channel:
@@ -219,7 +228,7 @@ def _channel(index: int, definition: Dataset) -> Channel:
             else 0.0
         )
         bits_stored = (
-            _number(definition, "WaveformBitsStored", label, int)
+            _count(definition, "WaveformBitsStored", label)
             if definition.get("WaveformBitsStored") not in (None, "")
             else 0
         )
@@ -256,9 +265,9 @@ def channels_of(group: Dataset) -> tuple[Channel, ...]:
     element = group.get_item(CHANNEL_DEFINITION_SEQUENCE)
     if element is None:
         return ()
-    if element.is_raw and element.length > MAX_CHANNEL_DEFINITION_BYTES:
+    if _encoded_length(element) > MAX_CHANNEL_DEFINITION_BYTES:
         raise InvalidECG(
-            f"Channel Definition Sequence is {element.length} bytes long: more than "
+            f"Channel Definition Sequence is {_encoded_length(element)} bytes long: more than "
             f"{MAX_CHANNELS} channels cannot be a resting ECG"
         )
     key = _encoded_key(element)
@@ -276,17 +285,23 @@ def channels_of(group: Dataset) -> tuple[Channel, ...]:
     return channels
 
 
+def _encoded_length(element: DataElement | RawDataElement) -> int:
+    """The length of a value still encoded as read (0 once pydicom has converted it)."""
+    return element.length if isinstance(element, RawDataElement) else 0
+
+
 def _encoded_key(element: DataElement | RawDataElement) -> Hashable | None:
     """The element's value as read from the file, without converting it; None if converted.
 
     pydicom keeps a defined-length sequence as bytes, but reads an undefined-length one into
     items whose elements stay encoded: both are keys.
     """
-    if element.is_raw:
+    if isinstance(element, RawDataElement):
         return element.tag, element.value
     if element.VR != "SQ":
         return None
     items = []
+    item: Dataset
     for item in element.value:
         # keys(), not the item itself: iterating a Dataset converts every element.
         elements = tuple(_encoded_key(item.get_item(tag)) for tag in item.keys())  # noqa: SIM118
@@ -404,8 +419,8 @@ def rhythm_group(ds: Dataset) -> RhythmGroup:
     fs = _number(group, "SamplingFrequency", where)
     if not MIN_SAMPLING_HZ <= fs <= MAX_SAMPLING_HZ:
         raise InvalidECG(f"sampling rate {fs:g} Hz is out of range: accepted 50-2000 Hz ({where})")
-    n_channels = _number(group, "NumberOfWaveformChannels", where, int)
-    n_samples = _number(group, "NumberOfWaveformSamples", where, int)
+    n_channels = _count(group, "NumberOfWaveformChannels", where)
+    n_samples = _count(group, "NumberOfWaveformSamples", where)
     if not 0 < n_channels <= MAX_CHANNELS or n_samples < 1:
         raise InvalidECG(
             f"Number of Waveform Channels ({n_channels}) must be 1-{MAX_CHANNELS} and Number "
@@ -446,7 +461,7 @@ def rhythm_group(ds: Dataset) -> RhythmGroup:
     if data is None:
         raise InvalidECG(f"{where} has no Waveform Data (5400,1010)")
     expected = n_channels * n_samples * dtype.itemsize
-    length = data.length if data.is_raw else len(data.value or b"")
+    length = _encoded_length(data) or len(data.value or b"")
     # OB/OW values are padded to an even length, so one spare byte is legal.
     if length not in (expected, expected + (expected % 2)):
         raise InvalidECG(
@@ -459,7 +474,7 @@ def rhythm_group(ds: Dataset) -> RhythmGroup:
 WAVEFORM_DATA = 0x54001010
 
 
-def _byte_order(ds: Dataset) -> str:
+def _byte_order(ds: Dataset) -> Literal["<", ">"]:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.2":
         return ">"
@@ -564,8 +579,8 @@ def decode(ds: Dataset, group: RhythmGroup | None = None) -> ECG:
         used = _sign_extend(used, bits_stored[0])
     else:
         used = np.stack([_sign_extend(used[:, i], b) for i, b in enumerate(bits_stored)], 1)
-    gains = np.float32([channel.gain_uv for channel in channels])
-    offsets = np.float32([channel.offset_uv for channel in channels])
+    gains = np.array([channel.gain_uv for channel in channels], dtype=np.float32)
+    offsets = np.array([channel.offset_uv for channel in channels], dtype=np.float32)
     # float32 throughout: int16 x float64 broadcasting takes numpy's slow mixed-type path.
     values = used.astype(np.float32) * gains + offsets
     fs = group.sampling_frequency

@@ -19,6 +19,7 @@ import ssl
 import tempfile
 import threading
 from pathlib import Path
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -29,7 +30,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 
 from ecg2age_dicom.config import ListenerSettings
 from ecg2age_dicom.identity import SCORED_SOP_CLASSES, shown
@@ -76,7 +79,7 @@ def _status(code: int, comment: str = "") -> Dataset:
 
 def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
     """EVT_C_STORE: hand the received file to the receiver, answer its outcome."""
-    request, requestor = event.request, event.assoc.requestor
+    request, requestor = cast(C_STORE, event.request), event.assoc.requestor
     received = receiver.accept(
         event.dataset_path,
         StoreRequest(
@@ -176,7 +179,7 @@ def start_listener(
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
     size_guard = _SizeGuard(settings.max_instance_bytes)
-    handlers = [
+    handlers: list[EventHandlerType] = [
         NO_DELAY_HANDLER,
         (evt.EVT_PDU_RECV, size_guard.on_pdu),
         (evt.EVT_CONN_CLOSE, size_guard.on_close),
@@ -184,14 +187,17 @@ def start_listener(
         (evt.EVT_C_ECHO, lambda event: Status.SUCCESS),
     ]
     pdu_cap = settings.max_pdu_bytes or settings.max_instance_bytes
-    server = ae.make_server(
-        (settings.host, settings.port),
-        evt_handlers=handlers,
-        server_class=ListenerServer,
-        tls=ssl_context(settings),
-        handshake_timeout_s=settings.acse_timeout_s,
-        pdu_timeout_s=settings.network_timeout_s,
-        max_pdu_bytes=max(pdu_cap, MIN_PDU_CAP),
+    server = cast(
+        ListenerServer,
+        ae.make_server(
+            (settings.host, settings.port),
+            evt_handlers=handlers,
+            server_class=ListenerServer,
+            tls=ssl_context(settings),
+            handshake_timeout_s=settings.acse_timeout_s,
+            pdu_timeout_s=settings.network_timeout_s,
+            max_pdu_bytes=max(pdu_cap, MIN_PDU_CAP),
+        ),
     )
     threading.Thread(target=server.serve_forever, name="listener", daemon=True).start()
     return server

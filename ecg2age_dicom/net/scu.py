@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
-from pynetdicom.pdu_primitives import A_ABORT
-from pynetdicom.sop_class import (
+from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EnhancedSRStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
 )
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
+from pynetdicom.pdu_primitives import A_ABORT
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ecg2age_dicom.config import DeliverySettings, Destination
@@ -120,7 +122,11 @@ class ReportSender:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
             tls = (context, destination.host)
         where = f"{destination.ae_title}@{destination.host}:{destination.port}"
-        handlers = [NO_DELAY_HANDLER, CHECKPOINT_HANDLER, (evt.EVT_CONN_OPEN, self._track)]
+        handlers: list[EventHandlerType] = [
+            NO_DELAY_HANDLER,
+            CHECKPOINT_HANDLER,
+            (evt.EVT_CONN_OPEN, self._track),
+        ]
         try:
             assoc = ae.associate(
                 destination.host,

@@ -57,7 +57,7 @@ class _PDUGuard:
         self.pdu_timeout_s, self.max_pdu_bytes = pdu_timeout_s, max_pdu_bytes
         self._header, self._left, self._deadline = bytearray(), 0, None
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+    def recv(self, buflen: int = 4096, flags: int = 0) -> bytes:
         now = time.monotonic()
         if self._deadline is None:  # this read starts a PDU
             self._deadline = now + self.pdu_timeout_s
@@ -65,7 +65,7 @@ class _PDUGuard:
         if remaining <= 0:
             raise TimeoutError(f"PDU not complete after {self.pdu_timeout_s:g} s")
         self.settimeout(remaining)  # type: ignore[attr-defined]
-        data: bytes = super().recv(bufsize, flags)  # type: ignore[misc]
+        data: bytes = super().recv(buflen, flags)  # type: ignore[misc]
         self._follow(data)
         return data
 

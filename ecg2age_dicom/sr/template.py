@@ -78,7 +78,8 @@ def _encoded_item(item: Dataset) -> bytes:
     """One Sequence item as pydicom encodes it (item tag, length, dataset), Explicit VR LE."""
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_sequence_item(buffer, item, item.original_character_set or ["iso8859"])
+    charset = item.original_character_set or "iso8859"
+    write_sequence_item(buffer, item, [charset] if isinstance(charset, str) else list(charset))
     return buffer.getvalue()
 
 
@@ -95,7 +96,8 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
     built = build_report_with_highdicom(
         placeholder, algorithm, 0.0, 0.0 if with_age else None, sr_class=sr_class
     )
-    numbers, tracking = [], ()
+    numbers: list[tuple[ContentPath, str]] = []
+    tracking: ContentPath = ()
     for path, item in _content_paths(built):
         concept = item.ConceptNameCodeSequence[0].CodeValue
         if item.ValueType == "NUM":
@@ -105,7 +107,8 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
     buffer = io.BytesIO()
     built.save_as(buffer, enforce_file_format=True)
     document = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
-    nodes, encoded_items = {(): document}, {}
+    nodes: dict[ContentPath, Dataset] = {(): document}
+    encoded_items: dict[ContentPath, tuple[bytes, ...]] = {}
     for leaf in [path for path, _ in numbers] + [tracking]:
         for depth in range(1, len(leaf) + 1):
             parent, path = leaf[: depth - 1], leaf[:depth]

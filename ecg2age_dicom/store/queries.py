@@ -9,11 +9,12 @@ The candidate ids come from a CTE, which PostgreSQL evaluates exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Result, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -26,7 +27,13 @@ from ecg2age_dicom.store.models import (
     Report,
 )
 
-_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# Each dialect's INSERT, which has ON CONFLICT DO NOTHING.
+_INSERT: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE changed (a DML statement's result is a CursorResult)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 def utcnow() -> datetime:
@@ -113,7 +120,7 @@ def requeue_stale_claims(session: Session, older_than: timedelta) -> int:
         .where(ReceivedInstance.claimed_at < utcnow() - older_than)
         .values(status=InstanceStatus.RECEIVED, claimed_by=None, claimed_at=None)
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def mark_failed(session: Session, instance: ReceivedInstance, reason: str) -> None:
@@ -318,7 +325,7 @@ def requeue_stale_deliveries(session: Session, older_than: timedelta) -> int:
         .where(Delivery.claimed_at < utcnow() - older_than)
         .values(status=DeliveryStatus.PENDING, claimed_at=None)
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def resend(session: Session, status: str = "delivery_failed", sop: str | None = None) -> int:
@@ -341,7 +348,7 @@ def resend(session: Session, status: str = "delivery_failed", sop: str | None = 
             status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None
         )
     )
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def delivered_before(session: Session, cutoff: datetime) -> list[tuple[Report, ReceivedInstance]]:
