@@ -26,7 +26,7 @@ bursts of a few hundred reports.
 after setting ``_is_paused = False`` under the same lock that ``clear()`` takes, so that
 "paused" is never seen between a wait that returned and the reactor's next ``get_msg``.
 :func:`install_checkpoint` puts it in place when the connection opens (``EVT_CONN_OPEN``),
-before the reactor first runs. ``docs/pynetdicom-reactor-race.md`` writes the defect up for
+before the reactor first runs. ``docs/upstream-defects.md`` writes the defect up for
 upstream.
 """
 
