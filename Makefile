@@ -49,9 +49,9 @@ bench: install
 			echo "installing Debian's orthanc for the Orthanc baseline"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; \
 		else echo "WARNING: Orthanc not installed (apt-get install orthanc): its baseline is skipped" >&2; fi; }
-	$(BIN)/python benchmarks/bench_decode.py
-	$(BIN)/python benchmarks/bench_model.py
-	$(BIN)/python benchmarks/bench_e2e.py
+	$(BIN)/python -m benchmarks.bench_decode
+	$(BIN)/python -m benchmarks.bench_model
+	$(BIN)/python -m benchmarks.bench_e2e
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -123,6 +123,7 @@ class PipelineSettings(_Section):
     claim_timeout_s: float = Field(120.0, gt=0)  # a dead worker's claims return after this
     poll_interval_s: float = Field(0.5, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)  # a worker still running after this is killed
+    worker_niceness: int = Field(10, ge=0, le=19)  # senders wait on the listener, not on workers
 
 
 class DeliverySettings(_Section):

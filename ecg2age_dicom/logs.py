@@ -50,7 +50,9 @@ class SafeLineFilter(logging.Filter):
         message = record.getMessage()
         if record.name.startswith(THIRD_PARTY):
             message = redact_values(message)
-        record.msg, record.args = escape_controls(message), None
+        if _CONTROL.search(message):
+            message = escape_controls(message)
+        record.msg, record.args = message, None
         return True
 
 

@@ -37,7 +37,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import waveform
@@ -84,31 +85,27 @@ class StoreRequest:
     sop_class_uid: str  # Affected SOP Class UID of the command
     sop_instance_uid: str  # Affected SOP Instance UID of the command
     context_sop_class_uid: str  # abstract syntax of the presentation context it came on
+    transfer_syntax_uid: str  # of that context: how the dataset is encoded
     calling_ae_title: str
     peer: str
 
 
-def parse(path: Path, max_bytes: int) -> Dataset:
+def parse(path: Path, transfer_syntax_uid: str, max_bytes: int) -> Dataset:
     """A received Part 10 file's dataset, after the checks that bound the work of parsing.
 
     Raises
     ------
     InvalidECG
-        No file meta, deflated data that inflates beyond ``max_bytes``, more than
+        Deflated data that inflates beyond ``max_bytes``, more than
         :data:`MAX_SEQUENCE_ITEMS` sequence items, or bytes pydicom cannot parse.
     OSError
         The file cannot be read.
     """
-    encoded = path.read_bytes()
-    try:
-        meta = read_file_meta_info(path)
-        content = encoded[_PREAMBLE_AND_PREFIX + 12 + int(meta.FileMetaInformationGroupLength) :]
-    except (InvalidDicomError, AttributeError, ValueError, TypeError) as exc:
-        raise InvalidECG(f"no readable DICOM file meta ({type(exc).__name__})") from None
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        content = _inflated(content, max_bytes)
+    content = encoded = path.read_bytes()
+    if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        content = _inflated(path, encoded, max_bytes)
     # Undefined-length sequences are parsed item by item as they are read: count first.
-    items = sum(content.count(tag) for tag in _ITEM_TAGS)
+    items = content.count(_ITEM_TAGS[transfer_syntax_uid == ExplicitVRBigEndian])
     if items > MAX_SEQUENCE_ITEMS:
         raise InvalidECG(
             f"the dataset holds {items} sequence items: more than {MAX_SEQUENCE_ITEMS} cannot "
@@ -120,13 +117,15 @@ def parse(path: Path, max_bytes: int) -> Dataset:
         raise InvalidECG(f"the dataset cannot be parsed ({type(exc).__name__})") from None
 
 
-def _inflated(deflated: bytes, max_bytes: int) -> bytes:
+def _inflated(path: Path, encoded: bytes, max_bytes: int) -> bytes:
     """The inflated dataset of a Deflated Explicit VR file, refused beyond ``max_bytes``."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        content = inflater.decompress(deflated, max_bytes + 1)
-    except zlib.error:
-        raise InvalidECG("the deflated dataset cannot be inflated") from None
+        meta = read_file_meta_info(path)
+        start = _PREAMBLE_AND_PREFIX + 12 + int(meta.FileMetaInformationGroupLength)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        content = inflater.decompress(encoded[start:], max_bytes + 1)
+    except (InvalidDicomError, AttributeError, ValueError, TypeError, zlib.error) as exc:
+        raise InvalidECG(f"the deflated dataset cannot be read ({type(exc).__name__})") from None
     if len(content) > max_bytes:
         raise InvalidECG(f"the deflated dataset inflates to more than {max_bytes} bytes")
     return content
@@ -155,6 +154,8 @@ class Receiver:
         doorbell: Doorbell | None = None,
     ) -> None:
         self.sessions = sessions
+        # One Core statement per ECG: the listener needs none of the ORM session's work.
+        self.engine: Engine = sessions.kw["bind"]
         self.spool = spool
         self.max_bytes = max_bytes
         self.doorbell = doorbell or Doorbell()
@@ -171,7 +172,7 @@ class Receiver:
                 return self._refused(
                     ReceiveOutcome.NOT_STORED, f"instance over {self.max_bytes} bytes", request
                 )
-            dataset = parse(path, self.max_bytes)
+            dataset = parse(path, request.transfer_syntax_uid, self.max_bytes)
         except InvalidECG as exc:
             return self._refused(ReceiveOutcome.UNREADABLE, exc.reason, request)
         except OSError as exc:
@@ -195,9 +196,9 @@ class Receiver:
         uid = identity.sop_instance_uid
         try:
             target = (self.spool.quarantine_path if problem else self.spool.received_path)(uid)
-            with self.sessions.begin() as session:
+            with self.engine.begin() as connection:
                 _, created = queries.record_received(
-                    session, _new_instance(identity, target, request, problem)
+                    connection, _new_instance(identity, target, request, problem)
                 )
                 if created:  # on disk before the row commits, both before we answer
                     move_durably(path, target)

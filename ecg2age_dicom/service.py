@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -160,6 +161,9 @@ def _worker_main(
     """A worker process: load the model, then claim, predict, report and deliver until told
     to stop (the parent closes the lifeline, or dies, or SIGTERM)."""
     logs.configure(log_level, prefix=f"[worker {number}] ")
+    # A sender waits for the listener's answer to every C-STORE; a worker's backlog waits on
+    # disk. On shared cores the listener comes first.
+    os.nice(settings.pipeline.worker_niceness)
     stopping = threading.Event()
     # Ctrl-C reaches the whole process group: the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -2,8 +2,8 @@
 
 File names are built here and nowhere else, from UIDs only: :meth:`Spool.path_in` refuses a
 value that is not a valid UID (:func:`~ecg2age_dicom.identity.is_valid_uid`: digits and dots,
-so no separator, no ``..``, no absolute path), and, as a second line of defence, any path
-that would not be a direct child of its folder. ``incoming/`` holds the files the listener is
+so no separator, no ``..``, no absolute path), and, as a second line of defence, any name
+whose normalised path would not be a direct child of its folder. ``incoming/`` holds the files the listener is
 receiving (pynetdicom writes each incoming dataset there), one sub-folder per host so that
 hosts can share a spool; :meth:`Spool.tidy` at start-up removes what this host left there
 (never acknowledged: the senders still hold those instances) and the temporary files of writes
@@ -13,6 +13,7 @@ that a killed process left behind.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class Spool:
         if not is_valid_uid(uid):
             raise ValueError(f"refusing a spool file name from an invalid UID {uid!a}")
         path = folder / f"{uid}.dcm"
-        if path.resolve().parent != folder.resolve():
+        if os.path.dirname(os.path.normpath(path)) != os.path.normpath(folder):
             raise ValueError(f"refusing spool path {path!a}: it is not inside {folder}")
         return path
 

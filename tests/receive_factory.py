@@ -19,6 +19,7 @@ def request_for(path: Path, calling: str = "CART7", **override: str) -> StoreReq
         "sop_class_uid": sop_class,
         "sop_instance_uid": str(header.get("SOPInstanceUID", "")),
         "context_sop_class_uid": sop_class,
+        "transfer_syntax_uid": str(header.file_meta.get("TransferSyntaxUID", "")),
         "calling_ae_title": calling,
         "peer": "127.0.0.1:40000",
     }

@@ -20,7 +20,7 @@ def predicted(
     """Record ``instance``, claim it and save model M 1's prediction with its report and one
     pending delivery per destination; returns the instance row."""
     with sessions.begin() as session:
-        queries.record_received(session, instance)
+        queries.record_received(session.connection(), instance)
     with sessions.begin() as session:
         (row,) = queries.claim_received(session, "w", 1)
         queries.save_result(

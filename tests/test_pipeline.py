@@ -104,7 +104,7 @@ def spool_directly(store, tmp_path, ecg, name: str) -> str:
         str(dataset.SOPInstanceUID), "", "", str(dataset.SOPClassUID), str(path)
     )
     with sessions.begin() as session:
-        queries.record_received(session, instance)
+        queries.record_received(session.connection(), instance)
     return str(dataset.SOPInstanceUID)
 
 

@@ -6,12 +6,14 @@ import errno
 import os
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pydicom.config
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import select
 
 from ecg2age_dicom import receive as receive_module
@@ -229,3 +231,15 @@ def test_a_full_disk_is_out_of_resources_and_leaves_nothing_behind(receiver, tmp
     assert received.outcome is ReceiveOutcome.NOT_STORED and "OSError" in received.reason
     assert rows(receiver) == {}
     assert [p for p in spool_files(receiver) if p.parent != receiver.spool.incoming] == []
+
+
+def test_a_deflated_ecg_is_stored_and_a_deflate_bomb_is_refused(store, receiver, tmp_path):
+    deflated = make_ecg().write(tmp_path / "deflated.dcm", DeflatedExplicitVRLittleEndian)
+    assert receive(receiver, deflated).outcome is ReceiveOutcome.STORED
+    quiet = make_ecg(fs=1000, seconds=60.0, signal=np.zeros((60_000, 12)))
+    bomb = quiet.write(tmp_path / "bomb.dcm", DeflatedExplicitVRLittleEndian)
+    _, sessions = store
+    small = Receiver(sessions, Spool(tmp_path / "small"), max_bytes=500_000)
+    assert bomb.stat().st_size < 500_000
+    received = receive(small, bomb)
+    assert received.outcome is ReceiveOutcome.UNREADABLE and "inflates to more" in received.reason

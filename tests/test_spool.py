@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from ecg2age_dicom import spool as spool_module
 from ecg2age_dicom.spool import Spool
 
 
@@ -20,14 +21,13 @@ def test_a_name_that_is_not_a_valid_uid_is_refused(tmp_path, uid):
             place(uid)
 
 
-def test_the_second_line_of_defence_refuses_a_path_that_leaves_its_folder(tmp_path):
+def test_the_second_line_of_defence_refuses_a_path_that_leaves_its_folder(tmp_path, monkeypatch):
+    """Even if the UID rule let a name through, the path must stay a child of its folder."""
     spool = Spool(tmp_path / "spool")
-    spool.received.mkdir(parents=True)
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (spool.received / "1.2.3.dcm").symlink_to(outside / "victim.dcm")
-    with pytest.raises(ValueError, match="not inside"):
-        spool.received_path("1.2.3")
+    monkeypatch.setattr(spool_module, "is_valid_uid", lambda uid: True)
+    for uid in ("../1.2.3", "1.2/../../x", "/tmp/x", "a/b"):
+        with pytest.raises(ValueError, match="not inside"):
+            spool.received_path(uid)
     assert spool.received_path("1.2.4") == spool.received / "1.2.4.dcm"
 
 

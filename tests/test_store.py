@@ -56,10 +56,10 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(store):
 def test_same_uid_twice_is_one_row(store):
     _, sessions = store
     with sessions.begin() as session:
-        first, created = queries.record_received(session, new("1.1"))
+        first, created = queries.record_received(session.connection(), new("1.1"))
         assert created
     with sessions.begin() as session:
-        again, created = queries.record_received(session, new("1.1"))
+        again, created = queries.record_received(session.connection(), new("1.1"))
         assert not created and again == first
     with sessions() as session:
         assert len(session.scalars(select(ReceivedInstance)).all()) == 1
@@ -69,7 +69,7 @@ def test_concurrent_claimers_never_take_the_same_row(store):
     _, sessions = store
     with sessions.begin() as session:
         for i in range(300):
-            queries.record_received(session, new(f"2.{i}"))
+            queries.record_received(session.connection(), new(f"2.{i}"))
     claimed: list[list[int]] = []
     errors: list[BaseException] = []
 
@@ -104,7 +104,7 @@ def test_concurrent_claimers_never_take_the_same_row(store):
 def test_stale_claims_are_requeued(store):
     _, sessions = store
     with sessions.begin() as session:
-        queries.record_received(session, new("3.1"))
+        queries.record_received(session.connection(), new("3.1"))
     with sessions.begin() as session:
         assert len(queries.claim_received(session, "dead-worker", 10)) == 1
     with sessions.begin() as session:
@@ -118,7 +118,7 @@ def test_results_follow_the_row_through_its_states(store):
     _, sessions = store
     with sessions.begin() as session:
         for uid in ("4.1", "4.2"):
-            queries.record_received(session, new(uid))
+            queries.record_received(session.connection(), new(uid))
     with sessions.begin() as session:
         first, second = queries.claim_received(session, "w", 10)
         queries.mark_failed(session, second, "lead V3 missing")

@@ -86,6 +86,7 @@ def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             context_sop_class_uid=str(event.context.abstract_syntax),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
             calling_ae_title=str(requestor.ae_title).strip(),
             peer=f"{requestor.address}:{requestor.port}",
         ),

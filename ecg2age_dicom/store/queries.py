@@ -9,12 +9,13 @@ The candidate ids come from a CTE, which PostgreSQL evaluates exactly once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, select, update
+from sqlalchemy import Connection, CursorResult, Result, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -55,27 +56,36 @@ class NewInstance:
     error: str | None = None
 
 
-def record_received(session: Session, new: NewInstance) -> tuple[int, bool]:
+@functools.cache
+def _insert_new_instance(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for received instances, built once
+    per dialect so that SQLAlchemy's compiled-statement cache serves every ECG."""
+    table = ReceivedInstance.__table__
+    return (
+        _INSERT[dialect](table)
+        .on_conflict_do_nothing(index_elements=[table.c.sop_instance_uid])
+        .returning(table.c.id)
+    )
+
+
+def record_received(connection: Connection, new: NewInstance) -> tuple[int, bool]:
     """Insert a received instance unless its SOP Instance UID is already there.
 
-    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (SQLite and PostgreSQL): the listener
-    pays one statement per ECG, and two connections inserting the same UID cannot both win.
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (SQLite and PostgreSQL) on a Core
+    connection: the listener pays one statement per ECG and none of the ORM's bookkeeping,
+    and two connections inserting the same UID cannot both win. ``Session.connection()``
+    gives one inside an ORM transaction.
 
     Returns
     -------
     (row id, created)
         ``created`` is False for a duplicate: nothing was changed.
     """
-    insert = _INSERT[session.get_bind().dialect.name]
-    row_id = session.scalar(
-        insert(ReceivedInstance)
-        .values(**new.__dict__, received_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[ReceivedInstance.sop_instance_uid])
-        .returning(ReceivedInstance.id)
-    )
+    statement = _insert_new_instance(connection.dialect.name)
+    row_id = connection.scalar(statement, {**new.__dict__, "received_at": utcnow()})
     if row_id is not None:
         return row_id, True
-    existing = session.scalar(
+    existing = connection.scalar(
         select(ReceivedInstance.id).where(ReceivedInstance.sop_instance_uid == new.sop_instance_uid)
     )
     assert existing is not None

@@ -5,15 +5,11 @@ Every wait is bounded; every process started here is killed by PID at teardown.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,56 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ecg2age_dicom.store import make_engine, session_factory
-
-ROOT = Path(__file__).resolve().parents[2]
-CLI = Path(sys.executable).parent / "ecg2age-dicom"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on otherwise
-DEFAULT_CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
+from tests.peers import CLI, DEFAULT_CARD, Processes, free_port, wait_for
 
 if not all(shutil.which(tool) for tool in ("storescu", "storescp", "echoscu")):
     pytest.skip("DCMTK not installed (make install installs it)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-@dataclass
-class Processes:
-    """Every process a test starts, killed at teardown."""
-
-    running: list[subprocess.Popen] = field(default_factory=list)
-
-    def start(self, args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-        with open(log, "ab") as handle:
-            process = subprocess.Popen(
-                args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-            )
-        self.running.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.running:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -196,50 +146,3 @@ interval_s = 0.5
     for service in made:
         if service.engine is not None:
             service.engine.dispose()
-
-
-def start_storescp(processes: Processes, port: int, folder: Path) -> subprocess.Popen:
-    """DCMTK's storescp as the PACS: every received SR lands in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    process = processes.start(
-        ["storescp", "-aet", "PACS", "-od", str(folder), str(port)],
-        folder.parent / "storescp.log",
-        env=DCMTK_ENV,
-    )
-    wait_for(lambda: port_open(port), 30, "storescp to listen")
-    return process
-
-
-def storescu(
-    port: int, files: list[Path], calling: str = "CART1", extra: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            "storescu",
-            "-R",
-            "-aet",
-            calling,
-            "-aec",
-            "ECG2AGE",
-            *extra,
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=DCMTK_ENV,
-        check=False,
-    )
-
-
-def echoscu(port: int, calling: str = "CART1") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["echoscu", "-aet", calling, "-aec", "ECG2AGE", "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=DCMTK_ENV,
-        check=False,
-    )

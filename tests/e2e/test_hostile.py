@@ -17,9 +17,9 @@ from pynetdicom.sop_class import TwelveLeadECGWaveformStorage
 from sqlalchemy import select
 
 from ecg2age_dicom.store.models import Delivery, ReceivedInstance
-from tests.e2e.conftest import DCMTK_ENV, echoscu, storescu, wait_for
 from tests.e2e.test_service import burst, predictions, started_with_pacs
 from tests.ecg_factory import make_ecg
+from tests.peers import DCMTK_ENV, echoscu, storescu, wait_for
 
 
 def send(port: int, dataset) -> int | None:

@@ -19,8 +19,8 @@ from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 
 from ecg2age_dicom.store.models import Delivery, Prediction, ReceivedInstance
-from tests.e2e.conftest import echoscu, start_storescp, storescu, wait_for
 from tests.ecg_factory import make_ecg
+from tests.peers import echoscu, start_storescp, storescu, wait_for
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
 

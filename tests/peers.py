@@ -1,0 +1,107 @@
+"""Real peers and bounded waits, for the end-to-end tests and the benchmarks: processes
+killed by PID at the end, DCMTK tools with Nagle off, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "ecg2age-dicom"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on otherwise
+DEFAULT_CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Processes:
+    """Every process a test starts, killed at teardown."""
+
+    running: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+        with open(log, "ab") as handle:
+            process = subprocess.Popen(
+                args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
+        self.running.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+
+
+def start_storescp(processes: Processes, port: int, folder: Path) -> subprocess.Popen:
+    """DCMTK's storescp as the PACS: every received SR lands in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    process = processes.start(
+        ["storescp", "-aet", "PACS", "-od", str(folder), str(port)],
+        folder.parent / "storescp.log",
+        env=DCMTK_ENV,
+    )
+    wait_for(lambda: port_open(port), 30, "storescp to listen")
+    return process
+
+
+def storescu(
+    port: int, files: list[Path], calling: str = "CART1", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            "storescu",
+            "-R",
+            "-aet",
+            calling,
+            "-aec",
+            "ECG2AGE",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=DCMTK_ENV,
+        check=False,
+    )
+
+
+def echoscu(port: int, calling: str = "CART1") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", "ECG2AGE", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=DCMTK_ENV,
+        check=False,
+    )
