@@ -3,8 +3,9 @@
 File names are built here and nowhere else, from UIDs only: :meth:`Spool.path_in` refuses a
 value that is not a valid UID (:func:`~ecg2age_dicom.identity.is_valid_uid`: digits and dots,
 so no separator, no ``..``, no absolute path), and, as a second line of defence, any name
-whose normalised path would not be a direct child of its folder. ``incoming/`` holds the files the listener is
-receiving (pynetdicom writes each incoming dataset there), one sub-folder per host so that
+whose normalised path would not be a direct child of its folder. ``incoming/`` holds the
+files the listener is receiving (pynetdicom writes each incoming dataset there), one
+sub-folder per host so that
 hosts can share a spool; :meth:`Spool.tidy` at start-up removes what this host left there
 (never acknowledged: the senders still hold those instances) and the temporary files of writes
 that a killed process left behind.
