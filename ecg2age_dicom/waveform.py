@@ -2,11 +2,35 @@
 
 This module owns the step from a pydicom ``Dataset`` of any ECG waveform storage class
 (12-lead, General, Ambulatory, General 32-bit) to an :class:`ECG`: float32 samples in
-microvolts, shape (n, 12), leads in the order I, II, III, aVR, aVL, aVF, V1..V6.
-:func:`to_model_input` then resamples and crops/pads that to the model's (5000, 12) at 500 Hz.
+microvolts, shape (n, 12), leads in the order I, II, III, aVR, aVL, aVF, V1..V6, in two steps:
+:func:`rhythm_group` checks the header (the listener stops there) and :func:`decode` reads
+the samples (the worker). :func:`to_model_input` then resamples and crops/pads that to the
+model's (5000, 12) at 500 Hz.
 
-Everything here is a pure function of its input: no files, no network, no clock. Anything
-that cannot be a resting 12-lead ECG raises :class:`~ecg2age_dicom.errors.InvalidECG` with a
+==============================================  =============================================
+element                                         use
+==============================================  =============================================
+Waveform Sequence (5400,0100)                   one item per multiplex group; median-beat
+                                                groups are never used
+Multiplex Group Label (003A,0020), Waveform     choosing the rhythm group
+Originality (003A,0004)
+Sampling Frequency (003A,001A)                  50-2000 Hz, one finite number
+Number of Waveform Channels (003A,0005) /       <= 64 channels, 5-60 s of samples
+Samples (003A,0010)
+Waveform Bits Allocated (5400,1004), Sample     8/16/32-bit signed or unsigned; mu-law /
+Interpretation (5400,1006)                      A-law refused
+Channel Source Sequence (003A,0208)             the lead (MDC, SCP-ECG, Code Meaning)
+Channel Sensitivity (003A,0210) + Units         raw x sensitivity x correction + baseline,
+Sequence (003A,0211), Correction Factor         in uV; each a single finite number
+(003A,0212), Channel Baseline (003A,0213)
+Waveform Bits Stored (003A,021A)                12-bit carts: sign-extended
+Waveform Padding Value (5400,100A)              cropped at the ends, interpolated inside
+Waveform Data (5400,1010)                       length must match the header
+==============================================  =============================================
+
+Everything here is a function of its input: no files, no network, no clock (channel
+definitions already seen are looked up in a cache rather than decoded again). Anything that
+cannot be a resting 12-lead ECG raises :class:`~ecg2age_dicom.errors.InvalidECG` with a
 reason that names the attribute at fault.
 """
 

@@ -1,6 +1,6 @@
 """The results tables, as typed SQLAlchemy 2 ORM classes.
 
-States (DESIGN.md, durability rules): an instance is ``received`` -> ``processing`` (claimed
+States (README, "How it keeps your data"): an instance is ``received`` -> ``processing`` (claimed
 by a worker) -> ``predicted`` | ``failed``; each report has one delivery per destination,
 ``pending`` -> ``sending`` (claimed by a sender) -> ``delivered`` | ``pending`` again with a
 later ``next_attempt_at`` | ``delivery_failed`` after the last attempt.
