@@ -101,28 +101,28 @@ class Deliverer:
     def _record(self, outcomes: list[tuple[queries.DueDelivery, SendResult]]) -> None:
         policy = self.settings.delivery
         now = queries.utcnow()
+        attempts = []
+        for item, result in outcomes:
+            retry_at = None
+            tried = item.attempts + 1
+            if result.outcome is Outcome.RETRY and tried < policy.max_attempts:
+                delay = backoff_s(tried, policy.initial_backoff_s, policy.max_backoff_s, self.rng)
+                retry_at = now + timedelta(seconds=delay)
+            attempt = queries.Attempt(
+                item.delivery_id,
+                result.outcome is Outcome.DELIVERED,
+                result.detail or None,
+                retry_at,
+            )
+            attempts.append(attempt)
+            log.log(
+                logging.INFO if attempt.delivered else logging.WARNING,
+                "delivery sr=%s destination=%s attempt=%d status=%s %s",
+                item.sr_sop_instance_uid,
+                item.destination,
+                tried,
+                attempt.status.value,
+                result.detail,
+            )
         with self.sessions.begin() as session:
-            for item, result in outcomes:
-                retry_at = None
-                attempts = item.attempts + 1
-                if result.outcome is Outcome.RETRY and attempts < policy.max_attempts:
-                    delay = backoff_s(
-                        attempts, policy.initial_backoff_s, policy.max_backoff_s, self.rng
-                    )
-                    retry_at = now + timedelta(seconds=delay)
-                status = queries.finish_delivery(
-                    session,
-                    item.delivery_id,
-                    result.outcome is Outcome.DELIVERED,
-                    result.detail or None,
-                    retry_at,
-                )
-                log.log(
-                    logging.INFO if result.outcome is Outcome.DELIVERED else logging.WARNING,
-                    "delivery sr=%s destination=%s attempt=%d status=%s %s",
-                    item.sr_sop_instance_uid,
-                    item.destination,
-                    attempts,
-                    status.value,
-                    result.detail,
-                )
+            queries.finish_deliveries(session, attempts)

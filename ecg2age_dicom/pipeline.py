@@ -33,7 +33,7 @@ from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
-from ecg2age_dicom.store.models import InstanceStatus, Prediction, ReceivedInstance
+from ecg2age_dicom.store.models import InstanceStatus, ReceivedInstance
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,7 @@ class Pipeline:
                 for instance, reason in failures:
                     queries.mark_failed(session, instance, reason)
                     self._quarantine(instance)
-                for report in reports:
-                    queries.save_result(
-                        session,
-                        report.instance,
-                        _prediction(report.score, self.algorithm),
-                        report.sr_sop_instance_uid,
-                        str(report.path),
-                        self.send_to,
-                    )
+                queries.save_results(session, [self._result(report) for report in reports])
             self._log(failures, reports)
             return len(claimed)
 
@@ -197,6 +189,19 @@ class Pipeline:
                 self.algorithm.version,
             )
 
+    def _result(self, report: _Report) -> queries.NewResult:
+        return queries.NewResult(
+            instance_id=report.instance.id,
+            model_name=self.algorithm.name,
+            model_version=self.algorithm.version,
+            predicted_age_years=report.score.predicted_age_years,
+            chronological_age_years=report.score.chronological_age_years,
+            age_gap_years=report.score.age_gap_years,
+            sr_sop_instance_uid=report.sr_sop_instance_uid,
+            sr_path=str(report.path),
+            destinations=self.send_to,
+        )
+
     def _quarantine(self, instance: ReceivedInstance) -> None:
         source = Path(instance.spool_path)
         if source.exists():
@@ -204,13 +209,3 @@ class Pipeline:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
             instance.spool_path = str(target)
-
-
-def _prediction(score: scoring.Score, algorithm: sr.AlgorithmDescription) -> Prediction:
-    return Prediction(
-        model_name=algorithm.name,
-        model_version=algorithm.version,
-        predicted_age_years=score.predicted_age_years,
-        chronological_age_years=score.chronological_age_years,
-        age_gap_years=score.age_gap_years,
-    )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom.store import Prediction, ReceivedInstance, queries
+from ecg2age_dicom.store import ReceivedInstance, queries
 
 
 def predicted(
@@ -23,12 +23,12 @@ def predicted(
         queries.record_received(session.connection(), instance)
     with sessions.begin() as session:
         (row,) = queries.claim_received(session, "w", 1)
-        queries.save_result(
+        queries.save_results(
             session,
-            row,
-            Prediction(model_name="M", model_version="1", predicted_age_years=age_years),
-            sr_uid,
-            sr_path,
-            list(destinations),
+            [
+                queries.NewResult(
+                    row.id, "M", "1", age_years, None, None, sr_uid, sr_path, destinations
+                )
+            ],
         )
     return row

@@ -24,7 +24,7 @@ def test_spool_clean_up_removes_only_work_delivered_long_enough_ago(store, tmp_p
     assert clean_spool(sessions, retention_days=1) == 0  # not delivered yet
     with sessions.begin() as session:
         delivery = session.scalars(select(Delivery)).one()
-        queries.finish_delivery(session, delivery.id, delivered=True)
+        queries.finish_deliveries(session, [queries.Attempt(delivery.id, delivered=True)])
     assert clean_spool(sessions, retention_days=1) == 0  # delivered just now
     with sessions.begin() as session:
         session.execute(update(Delivery).values(delivered_at=queries.utcnow() - timedelta(days=2)))

@@ -11,7 +11,6 @@ from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import (
     DeliveryStatus,
     InstanceStatus,
-    Prediction,
     ReceivedInstance,
     Report,
 )
@@ -122,20 +121,20 @@ def test_results_follow_the_row_through_its_states(store):
     with sessions.begin() as session:
         first, second = queries.claim_received(session, "w", 10)
         queries.mark_failed(session, second, "lead V3 missing")
-        report = queries.save_result(
-            session,
-            first,
-            Prediction(
-                model_name="M",
-                model_version="1",
-                predicted_age_years=61.5,
-                chronological_age_years=50.0,
-                age_gap_years=11.5,
-            ),
+        result = queries.NewResult(
+            first.id,
+            "M",
+            "1",
+            61.5,
+            50.0,
+            11.5,
             "9.9.9",
             "/spool/sr/9.9.9.dcm",
             ["PACS", "ARCHIVE", "PACS"],
         )
+        queries.save_results(session, [result])
+    with sessions() as session:
+        report = session.scalars(select(Report)).one()
         assert [d.destination for d in report.deliveries] == ["PACS", "ARCHIVE"]
     with sessions() as session:
         rows = {row.sop_instance_uid: row for row in queries.results(session)}

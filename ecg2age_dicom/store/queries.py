@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Result, select, update
+from sqlalchemy import Connection, CursorResult, Result, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -155,34 +155,73 @@ def already_predicted(
     )
 
 
-def save_result(
-    session: Session,
-    instance: ReceivedInstance,
-    prediction: Prediction,
-    sr_sop_instance_uid: str,
-    sr_path: str,
-    destinations: Sequence[str],
-) -> Report:
-    """Store a prediction, its report and one pending delivery per destination."""
-    now = utcnow()
-    prediction.instance_id = instance.id
-    prediction.created_at = now
-    report = Report(sr_sop_instance_uid=sr_sop_instance_uid, path=sr_path, created_at=now)
-    report.prediction = prediction
-    for destination in dict.fromkeys(destinations):
-        report.deliveries.append(
-            Delivery(
-                destination=destination,
-                status=DeliveryStatus.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-            )
-        )
-    session.add_all([prediction, report])
-    instance.status = InstanceStatus.PREDICTED
-    instance.error = None
-    instance.claimed_by = None
-    return report
+@dataclass(frozen=True)
+class NewResult:
+    """One scored ECG: its prediction, its report and where the report goes."""
+
+    instance_id: int
+    model_name: str
+    model_version: str
+    predicted_age_years: float
+    chronological_age_years: float | None
+    age_gap_years: float | None
+    sr_sop_instance_uid: str
+    sr_path: str
+    destinations: Sequence[str]
+
+
+def save_results(session: Session, results: Sequence[NewResult]) -> None:
+    """Store each result's prediction, report and one pending delivery per destination, and
+    mark its instance predicted: four Core statements for the whole batch (the ORM's unit of
+    work would cost milliseconds per ECG)."""
+    if not results:
+        return
+    now, connection = utcnow(), session.connection()  # Core statements on the ORM's connection
+    prediction_ids = connection.scalars(
+        insert(Prediction).returning(Prediction.id, sort_by_parameter_order=True),
+        [
+            {
+                "instance_id": result.instance_id,
+                "model_name": result.model_name,
+                "model_version": result.model_version,
+                "predicted_age_years": result.predicted_age_years,
+                "chronological_age_years": result.chronological_age_years,
+                "age_gap_years": result.age_gap_years,
+                "created_at": now,
+            }
+            for result in results
+        ],
+    ).all()
+    report_ids = connection.scalars(
+        insert(Report).returning(Report.id, sort_by_parameter_order=True),
+        [
+            {
+                "prediction_id": prediction_id,
+                "sr_sop_instance_uid": result.sr_sop_instance_uid,
+                "path": result.sr_path,
+                "created_at": now,
+            }
+            for prediction_id, result in zip(prediction_ids, results, strict=True)
+        ],
+    ).all()
+    deliveries = [
+        {
+            "report_id": report_id,
+            "destination": destination,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for report_id, result in zip(report_ids, results, strict=True)
+        for destination in dict.fromkeys(result.destinations)
+    ]
+    if deliveries:
+        connection.execute(insert(Delivery), deliveries)
+    connection.execute(
+        update(ReceivedInstance)
+        .where(ReceivedInstance.id.in_([result.instance_id for result in results]))
+        .values(status=InstanceStatus.PREDICTED, error=None, claimed_by=None)
+    )
 
 
 @dataclass(frozen=True)
@@ -305,26 +344,51 @@ def claim_due_deliveries(session: Session, limit: int) -> list[DueDelivery]:
     ]
 
 
-def finish_delivery(
-    session: Session,
-    delivery_id: int,
-    delivered: bool,
-    error: str | None = None,
-    retry_at: datetime | None = None,
-) -> DeliveryStatus:
-    """Record an attempt: delivered, retry at ``retry_at``, or (no ``retry_at``) given up."""
-    delivery = session.get_one(Delivery, delivery_id)
-    delivery.attempts += 1
-    delivery.claimed_at = None
-    if delivered:
-        delivery.status = DeliveryStatus.DELIVERED
-        delivery.delivered_at = utcnow()
-        delivery.last_error = None
-    else:
-        delivery.last_error = error
-        delivery.status = DeliveryStatus.PENDING if retry_at else DeliveryStatus.DELIVERY_FAILED
-        delivery.next_attempt_at = retry_at
-    return delivery.status
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one delivery attempt: delivered, to retry at ``retry_at``, or (neither)
+    given up."""
+
+    delivery_id: int
+    delivered: bool
+    error: str | None = None
+    retry_at: datetime | None = None
+
+    @property
+    def status(self) -> DeliveryStatus:
+        if self.delivered:
+            return DeliveryStatus.DELIVERED
+        return DeliveryStatus.PENDING if self.retry_at else DeliveryStatus.DELIVERY_FAILED
+
+
+def finish_deliveries(session: Session, attempts: Sequence[Attempt]) -> None:
+    """Record attempts, one UPDATE for all of them: attempts + 1, the new status, when it
+    was delivered or is due again, and the error."""
+    if not attempts:
+        return
+    now = utcnow()
+    session.connection().execute(
+        update(Delivery)
+        .where(Delivery.id == bindparam("delivery_id"))
+        .values(
+            attempts=Delivery.attempts + 1,
+            claimed_at=None,
+            status=bindparam("new_status"),
+            delivered_at=bindparam("new_delivered_at"),
+            next_attempt_at=bindparam("new_next_attempt_at"),
+            last_error=bindparam("new_error"),
+        ),
+        [
+            {
+                "delivery_id": attempt.delivery_id,
+                "new_status": attempt.status,
+                "new_delivered_at": now if attempt.delivered else None,
+                "new_next_attempt_at": attempt.retry_at,
+                "new_error": None if attempt.delivered else attempt.error,
+            }
+            for attempt in attempts
+        ],
+    )
 
 
 def requeue_stale_deliveries(session: Session, older_than: timedelta) -> int:
