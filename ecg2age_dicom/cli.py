@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from ecg2age_dicom import __version__, logs, scoring, sr, waveform
 from ecg2age_dicom.config import Settings, load_settings
-from ecg2age_dicom.dicomfile import dataset_bytes, expand_paths, read_dataset, write_atomically
+from ecg2age_dicom.dicomfile import expand_paths, read_dataset, write_atomically
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.identity import check_identity, is_valid_uid
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
@@ -213,16 +213,16 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
             row["chronological_age_years"] = result.chronological_age_years
             row["age_gap_years"] = result.age_gap_years
             if args.sr_dir is not None:
-                document = sr.build_report(
+                report = sr.build_report(
                     item.header,
                     scoring.algorithm_of(card),
                     result.predicted_age_years,
                     result.chronological_age_years,
                     sr_class=sr.SRClass(settings.sr.sop_class),
                 )
-                path = args.sr_dir / f"{document.SOPInstanceUID}.dcm"
-                write_atomically(path, dataset_bytes(document))
-                row["sr_sop_instance_uid"] = str(document.SOPInstanceUID)
+                path = args.sr_dir / f"{report.sop_instance_uid}.dcm"
+                write_atomically(path, report.encoded)
+                row["sr_sop_instance_uid"] = report.sop_instance_uid
                 row["sr_path"] = str(path)
     _print_rows(rows, args.format, out)
     return 0 if rows and all(row["error"] is None for row in rows) else 1

@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import scoring, sr
-from ecg2age_dicom.dicomfile import dataset_bytes, read_dataset, write_atomically
+from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.spool import Spool
@@ -158,15 +158,15 @@ class Pipeline:
                 failures.append((instance, result))
                 continue
             try:
-                document = sr.build_report(
+                report = sr.build_report(
                     item.header,
                     self.algorithm,
                     result.predicted_age_years,
                     result.chronological_age_years,
                     sr_class=self.sr_class,
                 )
-                uid = str(document.SOPInstanceUID)
-                path = write_atomically(self.spool.report_path(uid), dataset_bytes(document))
+                uid = report.sop_instance_uid
+                path = write_atomically(self.spool.report_path(uid), report.encoded)
             except Exception as exc:  # one report that cannot be made fails alone
                 log.debug("report failed", exc_info=True)
                 failures.append((instance, f"the report could not be made ({type(exc).__name__})"))

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage
 
 from ecg2age_dicom import sr
 from ecg2age_dicom.config import DeliverySettings, Destination
-from ecg2age_dicom.dicomfile import dataset_bytes, write_atomically
+from ecg2age_dicom.dicomfile import write_atomically
 from ecg2age_dicom.net import reactor, scu
 from ecg2age_dicom.net.scu import SR_STORAGE, Outcome, ReportSender, outcome_of
 from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
@@ -63,9 +63,9 @@ def pacs() -> Iterator[PACS]:
 def reports(folder: Path, count: int) -> list[str]:
     paths = []
     for _ in range(count):
-        document = sr.build_report(make_ecg().dataset, MODEL, 50.0)
-        path = folder / f"{document.SOPInstanceUID}.dcm"
-        paths.append(str(write_atomically(path, dataset_bytes(document))))
+        report = sr.build_report(make_ecg().dataset, MODEL, 50.0)
+        path = folder / f"{report.sop_instance_uid}.dcm"
+        paths.append(str(write_atomically(path, report.encoded)))
     return paths
 
 
@@ -177,7 +177,7 @@ def send_burst(port: int, checkpoint, count: int, dimse_timeout_s: float) -> lis
     ]
     assoc = ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers)
     assert assoc.is_established
-    document = sr.build_report(make_ecg().dataset, MODEL, 50.0)
+    document = sr.build_report(make_ecg().dataset, MODEL, 50.0).dataset()
     answered = []
     for _ in range(count):
         if not assoc.is_established:

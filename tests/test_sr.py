@@ -104,8 +104,9 @@ def numbers(dataset) -> dict[tuple[str, str], tuple[float, str]]:
     return found
 
 
-def reread(document, tmp_path: Path):
-    return pydicom.dcmread(write_atomically(tmp_path / "sr.dcm", dataset_bytes(document)))
+def reread(report, tmp_path: Path):
+    """The report as a PACS reads it from disk."""
+    return pydicom.dcmread(write_atomically(tmp_path / "sr.dcm", report.encoded))
 
 
 @pytest.mark.parametrize("sr_class", list(SRClass))
@@ -157,15 +158,19 @@ def test_without_chronological_age_only_the_prediction_is_reported(tmp_path):
 
 
 def test_one_series_per_model_version_in_a_study(sample):
-    first = build_report(sample, RESEARCH_MODEL, 40.0)
-    second = build_report(sample, RESEARCH_MODEL, 41.0)
-    other = build_report(sample, AlgorithmDescription("ECG2Age", "2", "research", False), 41.0)
+    first = build_report(sample, RESEARCH_MODEL, 40.0).dataset()
+    second = build_report(sample, RESEARCH_MODEL, 41.0).dataset()
+    other = build_report(
+        sample, AlgorithmDescription("ECG2Age", "2", "research", False), 41.0
+    ).dataset()
     assert first.SeriesInstanceUID == second.SeriesInstanceUID != other.SeriesInstanceUID
     assert first.SOPInstanceUID != second.SOPInstanceUID
 
 
 def test_validated_model_does_not_say_research_only(sample):
-    document = build_report(sample, AlgorithmDescription("X", "1", "diagnostic", True), 40.0)
+    document = build_report(
+        sample, AlgorithmDescription("X", "1", "diagnostic", True), 40.0
+    ).dataset()
     assert "not for clinical use" not in document.SeriesDescription
     coded = [
         item.ConceptCodeSequence[0].CodeValue
@@ -231,7 +236,7 @@ def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, sourc
     chronological = 42.0 if source == "sample" else None
     path = write_atomically(
         tmp_path / "sr.dcm",
-        dataset_bytes(build_report(ecg, RESEARCH_MODEL, 63.2, chronological, sr_class=sr_class)),
+        build_report(ecg, RESEARCH_MODEL, 63.2, chronological, sr_class=sr_class).encoded,
     )
     verify = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
     errors = [
@@ -266,6 +271,6 @@ def test_the_fast_path_builds_the_same_report_as_highdicom(sample, source, sr_cl
     chronological = 42.0 if source == "sample" else None
     when = datetime(2026, 1, 2, 3, 4, 5, 600000)
     options = {"sr_class": sr_class, "sop_instance_uid": "2.25.99", "content_datetime": when}
-    fast = build_report(ecg, RESEARCH_MODEL, 61.234, chronological, **options)
+    fast = build_report(ecg, RESEARCH_MODEL, 61.234, chronological, **options).dataset()
     reference = build_report_with_highdicom(ecg, RESEARCH_MODEL, 61.234, chronological, **options)
     assert _comparable(fast) == _comparable(reference)

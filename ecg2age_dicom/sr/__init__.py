@@ -1,4 +1,4 @@
-"""The ECG-age Structured Report: built by highdicom (:mod:`.report`), copied fast per ECG
+"""The ECG-age Structured Report: built by highdicom (:mod:`.report`), encoded fast per ECG
 (:mod:`.template`), with its codes in one place (:mod:`.codes`)."""
 
 from ecg2age_dicom.sr import codes
@@ -11,11 +11,12 @@ from ecg2age_dicom.sr.report import (
     evidence_header,
     series_uid_for,
 )
-from ecg2age_dicom.sr.template import build_report, prepare
+from ecg2age_dicom.sr.template import Report, build_report, prepare
 
 __all__ = [
     "CHARACTER_SET",
     "AlgorithmDescription",
+    "Report",
     "SRClass",
     "build_report",
     "build_report_with_highdicom",

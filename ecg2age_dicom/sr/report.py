@@ -43,6 +43,8 @@ _COPIED_EMPTY_IF_MISSING = (
     "ReferringPhysicianName",
 )
 _COPIED_IF_PRESENT = ("PatientAge", "IssuerOfPatientID", "StudyDescription")
+COPIED_KEYWORDS = _COPIED_EMPTY_IF_MISSING + _COPIED_IF_PRESENT
+"""Every patient / study attribute a report may take from its ECG."""
 CHARACTER_SET = "ISO_IR 192"  # UTF-8: every script a sender's character set can hold
 
 
@@ -94,7 +96,7 @@ def copied_attributes(ecg: Dataset) -> dict[str, str]:
     """The patient / study attributes a report takes from its ECG, by keyword, each cleaned
     to its VR: the type 2 ones empty when the ECG lacks them (or holds an invalid value),
     the others only when it has a valid one."""
-    cleaned = {k: clean_value(k, ecg.get(k)) for k in _COPIED_EMPTY_IF_MISSING + _COPIED_IF_PRESENT}
+    cleaned = {k: clean_value(k, ecg.get(k)) for k in COPIED_KEYWORDS}
     copied = {k: cleaned[k] or "" for k in _COPIED_EMPTY_IF_MISSING}
     copied.update((k, value) for k in _COPIED_IF_PRESENT if (value := cleaned[k]))
     return copied
@@ -138,7 +140,8 @@ def build_report_with_highdicom(
     Notes
     -----
     Every call runs highdicom's IOD checks and deep copies (tens of ms): the service uses
-    :func:`build_report`, which fills a copy of a report built here once per model.
+    :func:`~ecg2age_dicom.sr.template.build_report`, which encodes a report built here once
+    per model variant again with each ECG's values.
     """
     header = evidence_header(ecg)
     algorithm_id = hd.sr.AlgorithmIdentification(

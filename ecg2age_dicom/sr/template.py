@@ -1,31 +1,35 @@
-"""The fast path: the same report as highdicom builds, in about a millisecond.
+"""The fast path: the same report as highdicom builds, encoded in a fraction of a millisecond.
 
 highdicom builds the report once per model version, SR class and with/without chronological
-age (:func:`prepare`); each ECG gets a copy (:func:`build_report`) with its own UIDs,
-patient / study attributes, evidence reference, dates and values, in which only those
-elements are decoded and only the content items holding them re-encoded.
+age (:func:`prepare`), for a placeholder ECG whose every per-ECG value is a marker. That
+report is encoded once, with every sequence and item of undefined length, so that an element
+inside them can change length without any enclosing length changing; the encoding is then
+cut around the elements that hold markers. A report (:func:`build_report`) is the stored
+bytes with those elements encoded again by pydicom (``write_data_element``) for this ECG:
+its UIDs, patient / study attributes (cleaned by :func:`~ecg2age_dicom.sr.report.copied_
+attributes`; an optional one the ECG lacks is left out), evidence reference, dates and
+values, and its SOP Instance UID in the File Meta (whose group length is counted again).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_sequence_item
-from pydicom.tag import Tag
-from pydicom.uid import generate_uid
+from pydicom.filewriter import write_data_element
+from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
 
-from ecg2age_dicom.dicomfile import encoded_copy
 from ecg2age_dicom.sr import codes
 from ecg2age_dicom.sr.report import (
+    COPIED_KEYWORDS,
     AlgorithmDescription,
     SRClass,
     build_report_with_highdicom,
@@ -34,107 +38,195 @@ from ecg2age_dicom.sr.report import (
     series_uid_for,
 )
 
-_PLACEHOLDER_ECG_UIDS = ("1.2.840.10008.5.1.4.1.1.9.1.1", "2.25.1", "2.25.2", "2.25.3")
+ENCODINGS = ["utf_8"]  # ISO_IR 192, the report's Specific Character Set
+_FILE_META_GROUP_LENGTH = 0x00020000
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+# Preamble, "DICM" and the group length element (UL, explicit VR): what the length counts from.
+_AFTER_GROUP_LENGTH = 128 + 4 + 12
 _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
-CONTENT_SEQUENCE = Tag(0x0040A730)
 
 
-ContentPath = tuple[int, ...]  # indexes down the content tree; () is the document itself
+@dataclass(frozen=True)
+class Report:
+    """An encoded report: a DICOM Part 10 file in memory, and its SOP Instance UID."""
+
+    sop_instance_uid: str
+    encoded: bytes
+
+    def dataset(self) -> Dataset:
+        """The report decoded (for reading back; the service sends :attr:`encoded`)."""
+        return pydicom.dcmread(io.BytesIO(self.encoded))
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A per-ECG element of the template: its tag, VR and the name of its value."""
+
+    tag: int
+    vr: str
+    name: str
 
 
 @dataclass(frozen=True)
 class _Template:
-    """A report read back from its encoding, and where its per-ECG values sit.
+    """The template's encoding cut around its slots: ``pieces[i]``, slot ``i``, ...,
+    ``pieces[-1]``; and its File Meta after the group length, cut around the Media Storage
+    SOP Instance UID (the one element that differs between reports)."""
 
-    ``document`` is never changed after it is made: along the paths to the per-ECG values
-    its Content Sequences are decoded once (``nodes``), and ``encoded_items`` holds each of
-    those sequences' items as encoded bytes, so that a report re-encodes only the items on
-    those paths and copies the rest as they are.
-    """
-
-    document: Dataset
-    numbers: tuple[tuple[ContentPath, str], ...]  # (path, concept code value)
-    tracking_uid: ContentPath
-    nodes: dict[ContentPath, Dataset]
-    encoded_items: dict[ContentPath, tuple[bytes, ...]]
+    pieces: tuple[bytes, ...]
+    slots: tuple[_Slot, ...]
+    meta_pieces: tuple[bytes, bytes]
 
 
-def _content_paths(
-    dataset: Dataset, prefix: ContentPath = ()
-) -> Iterator[tuple[ContentPath, Dataset]]:
-    for index, item in enumerate(dataset.get("ContentSequence", [])):
-        yield (*prefix, index), item
-        yield from _content_paths(item, (*prefix, index))
+# The per-ECG values of a report: name -> (the keyword of the element that holds it, a
+# distinct valid marker). The numbers sit in a NUM item twice: FD and DS (marker + 1000).
+_PER_ECG: dict[str, tuple[str, str | float]] = {
+    "SOPInstanceUID": ("SOPInstanceUID", "2.25.9001"),
+    "StudyInstanceUID": ("StudyInstanceUID", "2.25.9002"),
+    "SeriesInstanceUID": ("SeriesInstanceUID", "2.25.9003"),
+    # highdicom wants a SOP class it knows; only the evidence holds this tag.
+    "ECGSOPClassUID": ("ReferencedSOPClassUID", TwelveLeadECGWaveformStorage),
+    "ECGSOPInstanceUID": ("ReferencedSOPInstanceUID", "2.25.9005"),
+    "ECGSeriesInstanceUID": ("SeriesInstanceUID", "2.25.9006"),
+    "EvidenceStudyInstanceUID": ("StudyInstanceUID", "2.25.9007"),
+    "TrackingUID": ("UID", "2.25.9008"),
+    "ContentDate": ("ContentDate", "19010101"),
+    "InstanceCreationDate": ("InstanceCreationDate", "19020202"),
+    "ContentTime": ("ContentTime", "010101.000001"),
+    "InstanceCreationTime": ("InstanceCreationTime", "020202.000002"),
+    "ContributionDateTime": ("ContributionDateTime", "19030303030303.000003"),
+    "PatientName": ("PatientName", "Marker^Name"),
+    "PatientID": ("PatientID", "MARKERID"),
+    "PatientBirthDate": ("PatientBirthDate", "19040404"),
+    "PatientSex": ("PatientSex", "O"),
+    "AccessionNumber": ("AccessionNumber", "MARKERACC"),
+    "StudyID": ("StudyID", "MARKERSTUDY"),
+    "StudyDate": ("StudyDate", "19050505"),
+    "StudyTime": ("StudyTime", "050505"),
+    "ReferringPhysicianName": ("ReferringPhysicianName", "Marker^Referrer"),
+    "PatientAge": ("PatientAge", "099Y"),
+    "IssuerOfPatientID": ("IssuerOfPatientID", "MARKERISSUER"),
+    "StudyDescription": ("StudyDescription", "MARKER DESCRIPTION"),
+    codes.PREDICTED_AGE.value: ("FloatingPointValue", 901.11),
+    codes.CHRONOLOGICAL_AGE.value: ("FloatingPointValue", 902.22),
+    codes.AGE_GAP.value: ("FloatingPointValue", 903.33),
+}
+_DS_OFFSET = 1000.0  # NumericValue markers: the FD marker + this
 
 
-def _put(dataset: Dataset, keyword: str, value: object) -> None:
-    """Set an element without decoding the value it replaces."""
-    tag = tag_for_keyword(keyword)
-    assert tag is not None, keyword
-    dataset.add_new(tag, dictionary_VR(tag), value)
+def _marker(name: str) -> str | float:
+    return _PER_ECG[name][1]
 
 
-def _encoded_item(item: Dataset) -> bytes:
-    """One Sequence item as pydicom encodes it (item tag, length, dataset), Explicit VR LE."""
+def _content_items(dataset: Dataset) -> Iterator[Dataset]:
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from _content_items(item)
+
+
+def _marked(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> Dataset:
+    """highdicom's report for a placeholder ECG, every per-ECG value a marker."""
+    placeholder = Dataset()
+    placeholder.SOPClassUID = _marker("ECGSOPClassUID")
+    placeholder.SOPInstanceUID = _marker("ECGSOPInstanceUID")
+    placeholder.StudyInstanceUID = _marker("StudyInstanceUID")
+    placeholder.SeriesInstanceUID = _marker("ECGSeriesInstanceUID")
+    for keyword in COPIED_KEYWORDS:
+        setattr(placeholder, keyword, _marker(keyword))
+    chronological = _marker(codes.CHRONOLOGICAL_AGE.value)
+    document = build_report_with_highdicom(
+        placeholder,
+        algorithm,
+        float(_marker(codes.PREDICTED_AGE.value)),
+        float(chronological) if with_age else None,
+        sr_class=sr_class,
+        sop_instance_uid=str(_marker("SOPInstanceUID")),
+        content_datetime=datetime(1901, 1, 1, 1, 1, 1, 1),
+    )
+    # Values highdicom derives, and the ones that sit inside sequences: set to markers.
+    document.SeriesInstanceUID = _marker("SeriesInstanceUID")
+    document.InstanceCreationDate = _marker("InstanceCreationDate")
+    document.InstanceCreationTime = _marker("InstanceCreationTime")
+    equipment = document.ContributingEquipmentSequence[0]
+    equipment.ContributionDateTime = _marker("ContributionDateTime")
+    document.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID = _marker(
+        "EvidenceStudyInstanceUID"
+    )
+    for item in _content_items(document):
+        concept = item.ConceptNameCodeSequence[0].CodeValue
+        if item.ValueType == "NUM":
+            measured = item.MeasuredValueSequence[0]
+            measured.FloatingPointValue = float(_marker(concept))
+            measured.NumericValue = f"{float(_marker(concept)) + _DS_OFFSET:.2f}"
+        elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
+            item.UID = _marker("TrackingUID")
+    return document
+
+
+def _undefined_lengths(dataset: Dataset) -> None:
+    """Encode every sequence and item of ``dataset`` with undefined length (delimiters)."""
+    for element in dataset:
+        if element.VR == "SQ":
+            element.is_undefined_length = True
+            for item in element.value:
+                item.is_undefined_length_sequence_item = True
+                _undefined_lengths(item)
+
+
+def _encoded(element: DataElement) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    charset = item.original_character_set or "iso8859"
-    write_sequence_item(buffer, item, [charset] if isinstance(charset, str) else list(charset))
+    write_data_element(buffer, element, ENCODINGS)
     return buffer.getvalue()
+
+
+def _slots(document: Dataset) -> Iterator[tuple[_Slot, bytes]]:
+    """Every element of ``document`` that holds a marker (matched on tag and value), in
+    encoding order, with its encoded bytes."""
+    wanted: dict[tuple[int, object], str] = {}
+    for name, (keyword, value) in _PER_ECG.items():
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, keyword
+        wanted[tag, value] = name
+        if isinstance(value, float):
+            wanted[tag_for_keyword("NumericValue") or 0, round(value + _DS_OFFSET, 2)] = name
+
+    def walk(dataset: Dataset) -> Iterator[tuple[_Slot, bytes]]:
+        for element in dataset:
+            if element.VR == "SQ":
+                for item in element.value:
+                    yield from walk(item)
+                continue
+            value = element.value
+            key = float(value) if element.VR in ("FD", "DS") else str(value)
+            name = wanted.get((element.tag, round(key, 2) if isinstance(key, float) else key))
+            if name is not None:
+                yield _Slot(element.tag, element.VR, name), _encoded(element)
+
+    yield from walk(document)
 
 
 @lru_cache(maxsize=32)
 def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> _Template:
-    """A report built by highdicom for a placeholder ECG, once per variant."""
-    placeholder = Dataset()
-    for keyword, uid in zip(
-        ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"),
-        _PLACEHOLDER_ECG_UIDS,
-        strict=True,
-    ):
-        setattr(placeholder, keyword, uid)
-    built = build_report_with_highdicom(
-        placeholder, algorithm, 0.0, 0.0 if with_age else None, sr_class=sr_class
-    )
-    numbers: list[tuple[ContentPath, str]] = []
-    tracking: ContentPath = ()
-    for path, item in _content_paths(built):
-        concept = item.ConceptNameCodeSequence[0].CodeValue
-        if item.ValueType == "NUM":
-            numbers.append((path, concept))
-        elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
-            tracking = path
+    """The cut encoding of a marked report, once per variant."""
+    document = _marked(algorithm, sr_class, with_age)
+    _undefined_lengths(document)
     buffer = io.BytesIO()
-    built.save_as(buffer, enforce_file_format=True)
-    document = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
-    nodes: dict[ContentPath, Dataset] = {(): document}
-    encoded_items: dict[ContentPath, tuple[bytes, ...]] = {}
-    for leaf in [path for path, _ in numbers] + [tracking]:
-        for depth in range(1, len(leaf) + 1):
-            parent, path = leaf[: depth - 1], leaf[:depth]
-            if parent not in encoded_items:
-                encoded_items[parent] = tuple(map(_encoded_item, nodes[parent].ContentSequence))
-            nodes[path] = nodes[parent].ContentSequence[path[-1]]
-    return _Template(document, tuple(numbers), tracking, nodes, encoded_items)
-
-
-def _filled(
-    template: _Template, path: ContentPath, fill: dict[ContentPath, Callable[[Dataset], None]]
-) -> Dataset:
-    """A copy of the template's content item at ``path`` with the per-ECG values set in it
-    and below: items on the way to a value are rebuilt, the others copied encoded."""
-    item = encoded_copy(template.nodes[path])
-    if path in fill:
-        fill[path](item)
-    if path in template.encoded_items:
-        encoded = list(template.encoded_items[path])
-        for child in (p for p in template.nodes if len(p) == len(path) + 1 and p[:-1] == path):
-            encoded[child[-1]] = _encoded_item(_filled(template, child, fill))
-        value = b"".join(encoded)  # a defined-length sequence is its items, one after another
-        item[CONTENT_SEQUENCE] = RawDataElement(
-            CONTENT_SEQUENCE, "SQ", len(value), value, 0, False, True
-        )
-    return item
+    document.save_as(buffer, enforce_file_format=True)
+    encoded = buffer.getvalue()
+    meta_length = pydicom.dcmread(io.BytesIO(encoded)).file_meta.FileMetaInformationGroupLength
+    end = _AFTER_GROUP_LENGTH + meta_length
+    meta, body = encoded[_AFTER_GROUP_LENGTH:end], encoded[end:]
+    uid = _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", _marker("SOPInstanceUID")))
+    before, after = meta.split(uid)
+    pieces, slots, position = [], [], 0
+    for slot, element in _slots(document):
+        at = body.index(element, position)
+        pieces.append(body[position:at])
+        slots.append(slot)
+        position = at + len(element)
+    pieces.append(body[position:])
+    return _Template(tuple(pieces), tuple(slots), (before, after))
 
 
 def prepare(algorithm: AlgorithmDescription, sr_class: SRClass) -> None:
@@ -153,54 +245,44 @@ def build_report(
     sr_class: SRClass = SRClass.COMPREHENSIVE,
     sop_instance_uid: str | None = None,
     content_datetime: datetime | None = None,
-) -> Dataset:
-    """The same report as :func:`build_report_with_highdicom`, in about a millisecond.
+) -> Report:
+    """The same report as :func:`build_report_with_highdicom`, encoded.
 
-    highdicom builds the report once per model version, SR class and with/without
-    chronological age; each ECG gets a copy with its own UIDs, patient / study attributes,
-    evidence reference, dates and values, in which only those elements are decoded and only
-    the content items holding them re-encoded. Parameters, return value: as
-    :func:`build_report_with_highdicom` (the tests check both give the same report).
+    Parameters: as :func:`build_report_with_highdicom` (the tests check both give the same
+    report). Returns the encoded report and its SOP Instance UID.
     """
     template = _template(algorithm, sr_class, chronological_age_years is not None)
-    values = {codes.PREDICTED_AGE.value: predicted_age_years}
-    if chronological_age_years is not None:
-        values[codes.CHRONOLOGICAL_AGE.value] = chronological_age_years
-        values[codes.AGE_GAP.value] = predicted_age_years - chronological_age_years
-
-    def measured(value: float) -> Callable[[Dataset], None]:
-        def fill(item: Dataset) -> None:
-            _put(item.MeasuredValueSequence[0], "FloatingPointValue", rounded_years(value))
-            _put(item.MeasuredValueSequence[0], "NumericValue", rounded_years(value))
-
-        return fill
-
-    fill = {path: measured(values[concept]) for path, concept in template.numbers}
-    fill[template.tracking_uid] = lambda item: _put(item, "UID", generate_uid())
-    document = _filled(template, (), fill)
-    document.file_meta = FileMetaDataset(encoded_copy(template.document.file_meta))
     uid = sop_instance_uid or generate_uid()
-    _put(document.file_meta, "MediaStorageSOPInstanceUID", uid)
-    _put(document, "SOPInstanceUID", uid)
-    study_uid = ecg.StudyInstanceUID
-    _put(document, "StudyInstanceUID", study_uid)
-    _put(document, "SeriesInstanceUID", series_uid_for(str(study_uid), algorithm))
-    for keyword, value in copied_attributes(ecg).items():
-        _put(document, keyword, value)
     when = content_datetime or datetime.now()
-    for keyword, value in (
-        ("ContentDate", when.strftime("%Y%m%d")),
-        ("InstanceCreationDate", when.strftime("%Y%m%d")),
-        ("ContentTime", when.strftime("%H%M%S.%f")),
-        ("InstanceCreationTime", when.strftime("%H%M%S.%f")),
-    ):
-        _put(document, keyword, value)
-    equipment = document.ContributingEquipmentSequence[0]
-    _put(equipment, "ContributionDateTime", when.strftime("%Y%m%d%H%M%S.%f"))
-    evidence = document.CurrentRequestedProcedureEvidenceSequence[0]
-    _put(evidence, "StudyInstanceUID", study_uid)
-    series = evidence.ReferencedSeriesSequence[0]
-    _put(series, "SeriesInstanceUID", ecg.SeriesInstanceUID)
-    _put(series.ReferencedSOPSequence[0], "ReferencedSOPClassUID", ecg.SOPClassUID)
-    _put(series.ReferencedSOPSequence[0], "ReferencedSOPInstanceUID", ecg.SOPInstanceUID)
-    return document
+    study_uid = str(ecg.StudyInstanceUID)
+    values: dict[str, object] = {
+        "SOPInstanceUID": uid,
+        "StudyInstanceUID": study_uid,
+        "SeriesInstanceUID": series_uid_for(study_uid, algorithm),
+        "ECGSOPClassUID": str(ecg.SOPClassUID),
+        "ECGSOPInstanceUID": str(ecg.SOPInstanceUID),
+        "ECGSeriesInstanceUID": str(ecg.SeriesInstanceUID),
+        "EvidenceStudyInstanceUID": study_uid,
+        "TrackingUID": generate_uid(),
+        "ContentDate": when.strftime("%Y%m%d"),
+        "InstanceCreationDate": when.strftime("%Y%m%d"),
+        "ContentTime": when.strftime("%H%M%S.%f"),
+        "InstanceCreationTime": when.strftime("%H%M%S.%f"),
+        "ContributionDateTime": when.strftime("%Y%m%d%H%M%S.%f"),
+        **copied_attributes(ecg),
+        codes.PREDICTED_AGE.value: rounded_years(predicted_age_years),
+    }
+    if chronological_age_years is not None:
+        values[codes.CHRONOLOGICAL_AGE.value] = rounded_years(chronological_age_years)
+        gap = predicted_age_years - chronological_age_years
+        values[codes.AGE_GAP.value] = rounded_years(gap)
+    parts = [template.pieces[0]]
+    for slot, piece in zip(template.slots, template.pieces[1:], strict=True):
+        value = values.get(slot.name)
+        if value is not None:  # an optional attribute the ECG lacks is left out
+            parts.append(_encoded(DataElement(slot.tag, slot.vr, value)))
+        parts.append(piece)
+    before, after = template.meta_pieces
+    meta = before + _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)) + after
+    length = _encoded(DataElement(_FILE_META_GROUP_LENGTH, "UL", len(meta)))
+    return Report(uid, b"\x00" * 128 + b"DICM" + length + meta + b"".join(parts))
