@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Collection, Iterable, Iterator
@@ -109,10 +108,3 @@ def encoded_copy(dataset: Dataset, leave_out: Collection[int] = ()) -> Dataset:
     implicit_vr, little_endian = dataset.original_encoding
     copy.set_original_encoding(implicit_vr, little_endian, charset)
     return copy
-
-
-def dataset_bytes(dataset: Dataset) -> bytes:
-    """A dataset as a DICOM Part 10 file, in memory."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()

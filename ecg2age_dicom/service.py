@@ -22,10 +22,12 @@ killed (its claims are requeued at the next start: nothing is lost); then the pr
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +82,15 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     receiver = Receiver(sessions, spool, settings.listener.max_instance_bytes, doorbell)
     server = start_listener(settings.listener, receiver, spool.incoming)
     listener = settings.listener
+    if not listener.allowed_calling_ae_titles and not ipaddress.ip_address(
+        socket.gethostbyname(listener.host)
+    ).is_loopback:
+        log.warning(
+            "any calling AE title may store on %s:%d: set [listener] "
+            "allowed_calling_ae_titles to the carts and archives that send ECGs",
+            listener.host,
+            listener.port,
+        )
     log.info("listening on %s:%d as %s", listener.host, listener.port, listener.ae_title)
 
     while not stopping.wait(WATCH_INTERVAL_S):

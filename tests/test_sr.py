@@ -15,7 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ecg2age_dicom.dicomfile import dataset_bytes, write_atomically
+from ecg2age_dicom.dicomfile import write_atomically
 from ecg2age_dicom.sr import (
     AlgorithmDescription,
     SRClass,
@@ -255,7 +255,9 @@ def test_dciodvfy_dsrdump_and_dsr2html_accept_the_report(sample, tmp_path, sourc
 def _comparable(document) -> dict:
     """A report as JSON, without what differs between any two builds (creation time, the
     random tracking UID)."""
-    document = pydicom.dcmread(io.BytesIO(dataset_bytes(document)))
+    buffer = io.BytesIO()
+    document.save_as(buffer, enforce_file_format=True)
+    document = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
     del document.InstanceCreationDate, document.InstanceCreationTime
     document.ContributingEquipmentSequence[0].ContributionDateTime = "20000101"
     for item in items(document):

@@ -3,18 +3,15 @@
 
 from ecg2age_dicom.sr import codes
 from ecg2age_dicom.sr.report import (
-    CHARACTER_SET,
     AlgorithmDescription,
     SRClass,
     build_report_with_highdicom,
     copied_attributes,
-    evidence_header,
     series_uid_for,
 )
 from ecg2age_dicom.sr.template import Report, build_report, prepare
 
 __all__ = [
-    "CHARACTER_SET",
     "AlgorithmDescription",
     "Report",
     "SRClass",
@@ -22,7 +19,6 @@ __all__ = [
     "build_report_with_highdicom",
     "codes",
     "copied_attributes",
-    "evidence_header",
     "prepare",
     "series_uid_for",
 ]

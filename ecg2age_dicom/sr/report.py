@@ -78,7 +78,7 @@ def rounded_years(value: float) -> float:
     return round(float(value), 2)
 
 
-def evidence_header(ecg: Dataset) -> Dataset:
+def _evidence_header(ecg: Dataset) -> Dataset:
     """The ECG's identity and patient/study attributes, missing type 2 ones filled empty.
 
     highdicom reads these from the evidence and fails on absent ones; a header without the
@@ -143,7 +143,7 @@ def build_report_with_highdicom(
     :func:`~ecg2age_dicom.sr.template.build_report`, which encodes a report built here once
     per model variant again with each ECG's values.
     """
-    header = evidence_header(ecg)
+    header = _evidence_header(ecg)
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name, version=algorithm.version, family=codes.ARTIFICIAL_INTELLIGENCE
     )

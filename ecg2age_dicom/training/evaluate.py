@@ -1,9 +1,10 @@
 """Evaluate a model through the serving path and write its metrics and plots next to its card.
 
 Each record becomes an :class:`~ecg2age_dicom.waveform.ECG` at its own rate, then goes
-through exactly what the service does: :func:`~ecg2age_dicom.waveform.to_model_input`
-(resampling to 500 Hz, 10 s length policy), the card's normalisation and output transform,
-and the exported model file. Test sets: PTB-XL folds 9-10 (100 Hz), CODE-15% (400 Hz, records
+through the service's scoring path: :func:`~ecg2age_dicom.scoring.model_input` (the card's
+input: resampling to 500 Hz, 10 s length policy) and :func:`~ecg2age_dicom.scoring.score`
+(the card's normalisation and output transform, the exported model file). Test sets:
+PTB-XL folds 9-10 (100 Hz), CODE-15% (400 Hz, records
 of 5 s or more, as the service accepts), and the native-500 Hz PTB-XL records of folds 9-10
 compared with the 100 Hz copies of the same ECGs.
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr
 
+from ecg2age_dicom import scoring
+from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.model import Metrics, ModelRuntime
 from ecg2age_dicom.training import data
-from ecg2age_dicom.waveform import ECG, MIN_DURATION_S, to_model_input
+from ecg2age_dicom.waveform import ECG, MIN_DURATION_S
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,22 @@ def _as_ecg(signal: np.ndarray, fs: float) -> ECG:
 def predict_records(
     runtime: ModelRuntime, signals: list[np.ndarray] | np.ndarray, fs: float, batch: int = 64
 ) -> np.ndarray:
-    """Ages predicted for raw microvolt records through the serving path."""
-    ages = []
+    """Ages predicted for raw microvolt records through the serving path.
+
+    Raises
+    ------
+    ModelError
+        The model gave no finite age for a record.
+    """
+    ages: list[float] = []
     for start in range(0, len(signals), batch):
         chunk = signals[start : start + batch]
-        inputs = np.stack([to_model_input(_as_ecg(signal, fs)) for signal in chunk])
-        ages.append(runtime.predict(inputs))
-    return np.concatenate(ages)
+        inputs = [scoring.model_input(_as_ecg(signal, fs), runtime.card) for signal in chunk]
+        for result in scoring.score(runtime, inputs):
+            if isinstance(result, str):
+                raise ModelError(result)
+            ages.append(result.predicted_age_years)
+    return np.asarray(ages)
 
 
 @dataclass(frozen=True)
