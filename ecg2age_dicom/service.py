@@ -82,9 +82,10 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     receiver = Receiver(sessions, spool, settings.listener.max_instance_bytes, doorbell)
     server = start_listener(settings.listener, receiver, spool.incoming)
     listener = settings.listener
-    if not listener.allowed_calling_ae_titles and not ipaddress.ip_address(
-        socket.gethostbyname(listener.host)
-    ).is_loopback:
+    if (
+        not listener.allowed_calling_ae_titles
+        and not ipaddress.ip_address(socket.gethostbyname(listener.host)).is_loopback
+    ):
         log.warning(
             "any calling AE title may store on %s:%d: set [listener] "
             "allowed_calling_ae_titles to the carts and archives that send ECGs",
