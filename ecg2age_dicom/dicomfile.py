@@ -15,6 +15,11 @@ from pydicom.tag import BaseTag
 
 from ecg2age_dicom.errors import InvalidECG
 
+PART10_PREFIX = b"\x00" * 128 + b"DICM"
+"""The 128-byte preamble and the "DICM" prefix that open a Part 10 file."""
+FILE_META_ELEMENTS_START = len(PART10_PREFIX) + 12
+"""Where the File Meta elements after (0002,0000) begin: what its group length counts."""
+
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
     """Each path given, with directories replaced by every file below them, sorted."""

@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import waveform
-from ecg2age_dicom.dicomfile import move_durably
+from ecg2age_dicom.dicomfile import FILE_META_ELEMENTS_START, move_durably
 from ecg2age_dicom.doorbell import Doorbell
 from ecg2age_dicom.errors import InvalidECG, InvalidIdentity
 from ecg2age_dicom.identity import Identity, check_identity, shown
@@ -56,7 +56,6 @@ MAX_SEQUENCE_ITEMS = 5000
 """Sequence items an ECG may hold (groups, channels and their codes: a few hundred in real
 files); more is refused before pydicom parses them (150,000 empty items take seconds)."""
 _ITEM_TAGS = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little / big endian
-_PREAMBLE_AND_PREFIX = 128 + 4
 
 
 class ReceiveOutcome(enum.Enum):
@@ -121,7 +120,7 @@ def _inflated(path: Path, encoded: bytes, max_bytes: int) -> bytes:
     """The inflated dataset of a Deflated Explicit VR file, refused beyond ``max_bytes``."""
     try:
         meta = read_file_meta_info(path)
-        start = _PREAMBLE_AND_PREFIX + 12 + int(meta.FileMetaInformationGroupLength)
+        start = FILE_META_ELEMENTS_START + int(meta.FileMetaInformationGroupLength)
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         content = inflater.decompress(encoded[start:], max_bytes + 1)
     except (InvalidDicomError, AttributeError, ValueError, TypeError, zlib.error) as exc:

@@ -27,6 +27,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
 
+from ecg2age_dicom.dicomfile import FILE_META_ELEMENTS_START, PART10_PREFIX
 from ecg2age_dicom.sr import codes
 from ecg2age_dicom.sr.report import (
     COPIED_KEYWORDS,
@@ -41,8 +42,6 @@ from ecg2age_dicom.sr.report import (
 ENCODINGS = ["utf_8"]  # ISO_IR 192, the report's Specific Character Set
 _FILE_META_GROUP_LENGTH = 0x00020000
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
-# Preamble, "DICM" and the group length element (UL, explicit VR): what the length counts from.
-_AFTER_GROUP_LENGTH = 128 + 4 + 12
 _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
 
 
@@ -215,8 +214,8 @@ def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool
     document.save_as(buffer, enforce_file_format=True)
     encoded = buffer.getvalue()
     meta_length = pydicom.dcmread(io.BytesIO(encoded)).file_meta.FileMetaInformationGroupLength
-    end = _AFTER_GROUP_LENGTH + meta_length
-    meta, body = encoded[_AFTER_GROUP_LENGTH:end], encoded[end:]
+    end = FILE_META_ELEMENTS_START + meta_length
+    meta, body = encoded[FILE_META_ELEMENTS_START:end], encoded[end:]
     uid = _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", _marker("SOPInstanceUID")))
     before, after = meta.split(uid)
     pieces, slots, position = [], [], 0
@@ -285,4 +284,4 @@ def build_report(
     before, after = template.meta_pieces
     meta = before + _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)) + after
     length = _encoded(DataElement(_FILE_META_GROUP_LENGTH, "UL", len(meta)))
-    return Report(uid, b"\x00" * 128 + b"DICM" + length + meta + b"".join(parts))
+    return Report(uid, PART10_PREFIX + length + meta + b"".join(parts))
