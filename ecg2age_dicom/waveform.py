@@ -196,11 +196,14 @@ MAX_GAIN_UV = 1.0e5  # uV per count: a 16-bit sample would span +-3 V, far above
 MAX_OFFSET_UV = 1.0e7
 
 
-def _number(item: Dataset, keyword: str, label: str) -> float:
-    """A single finite number from ``item``, or :class:`InvalidECG` naming the attribute."""
+def _number(item: Dataset, keyword: str, label: str, default: float | None = None) -> float:
+    """A single finite number from ``item`` (``default`` when absent or empty, if given), or
+    :class:`InvalidECG` naming the attribute."""
     value: object = None
     try:
         value = item.get(keyword)  # pydicom converts here: DS "abc" raises
+        if default is not None and value in (None, ""):
+            return default
         if not isinstance(value, numbers.Real):  # absent, multi-valued (500\\250), text
             raise TypeError
         number = float(value)
@@ -213,9 +216,9 @@ def _number(item: Dataset, keyword: str, label: str) -> float:
     return number
 
 
-def _count(item: Dataset, keyword: str, label: str) -> int:
+def _count(item: Dataset, keyword: str, label: str, default: int | None = None) -> int:
     """A whole number from ``item`` (US / UL values), or :class:`InvalidECG`."""
-    number = _number(item, keyword, label)
+    number = _number(item, keyword, label, default)
     if not number.is_integer():
         raise InvalidECG(f"{label}: {keyword} {number:g} is not a whole number")
     return int(number)
@@ -241,21 +244,9 @@ def _channel(index: int, definition: Dataset) -> Channel:
     try:
         unit, uv = _uv_per_unit(definition, label)
         sensitivity = _number(definition, "ChannelSensitivity", label)
-        correction = (
-            _number(definition, "ChannelSensitivityCorrectionFactor", label)
-            if definition.get("ChannelSensitivityCorrectionFactor") not in (None, "")
-            else 1.0
-        )
-        baseline = (
-            _number(definition, "ChannelBaseline", label)
-            if definition.get("ChannelBaseline") not in (None, "")
-            else 0.0
-        )
-        bits_stored = (
-            _count(definition, "WaveformBitsStored", label)
-            if definition.get("WaveformBitsStored") not in (None, "")
-            else 0
-        )
+        correction = _number(definition, "ChannelSensitivityCorrectionFactor", label, 1.0)
+        baseline = _number(definition, "ChannelBaseline", label, 0.0)
+        bits_stored = _count(definition, "WaveformBitsStored", label, 0)
         gain, offset = sensitivity * correction * uv, baseline * uv
         if not (0 < abs(gain) <= MAX_GAIN_UV and abs(offset) <= MAX_OFFSET_UV):
             raise InvalidECG(
