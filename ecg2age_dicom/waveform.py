@@ -660,10 +660,11 @@ def resample(samples: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
     """Polyphase resampling along time (axis 0) with linear edge padding, float32 out.
 
     ``padtype="line"`` keeps the edges from drooping (the default zero padding makes a flat
-    1000 uV signal start at 750 uV). The ratio is the exact fraction to_hz / from_hz, limited
-    to a denominator of 1000 for non-integer rates.
+    1000 uV signal start at 750 uV). The ratio is the exact fraction to_hz / from_hz for every
+    integer rate up to :data:`MAX_SAMPLING_HZ` (a prime rate such as 1999 Hz included), and
+    the closest fraction with such a denominator for a non-integer rate.
     """
-    ratio = (Fraction(to_hz) / Fraction(from_hz)).limit_denominator(1000)
+    ratio = (Fraction(to_hz) / Fraction(from_hz)).limit_denominator(int(MAX_SAMPLING_HZ))
     if ratio == 1:
         return np.asarray(samples, dtype=np.float32)
     up, down = ratio.numerator, ratio.denominator
