@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import inspect, select
 
 from ecg2age_dicom.store import queries
@@ -40,16 +41,22 @@ def test_migrations_create_every_table(store):
     } <= tables
 
 
-def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(store):
+def test_sqlite_connections_are_durable_wal_with_busy_timeout_and_foreign_keys(store):
     engine, _ = store
     if engine.dialect.name != "sqlite":
-        return
+        pytest.skip("SQLite pragmas")
     with engine.connect() as connection:
         pragmas = {
             name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+            for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
         }
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
+    # synchronous 2 = FULL: in WAL mode, NORMAL may lose acknowledged commits in a power cut.
+    assert pragmas == {
+        "journal_mode": "wal",
+        "busy_timeout": 30000,
+        "foreign_keys": 1,
+        "synchronous": 2,
+    }
 
 
 def test_same_uid_twice_is_one_row(store):
