@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,6 +38,7 @@ PREDICT_FIELDS = (
     "predicted_age_years",
     "chronological_age_years",
     "age_gap_years",
+    "quality_flags",
     "model_name",
     "model_version",
     "error",
@@ -212,12 +213,14 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
             row["predicted_age_years"] = result.predicted_age_years
             row["chronological_age_years"] = result.chronological_age_years
             row["age_gap_years"] = result.age_gap_years
+            row["quality_flags"] = list(item.quality.flags)
             if args.sr_dir is not None:
                 report = sr.build_report(
                     item.header,
                     scoring.algorithm_of(card),
                     result.predicted_age_years,
                     result.chronological_age_years,
+                    quality_flags=item.quality.flags,
                     sr_class=sr.SRClass(settings.sr.sop_class),
                 )
                 path = args.sr_dir / f"{report.sop_instance_uid}.dcm"
@@ -228,6 +231,12 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if rows and all(row["error"] is None for row in rows) else 1
 
 
+def _csv_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Rows for a CSV file: a list (the quality flags) as one cell, its items joined by ";"."""
+    for row in rows:
+        yield {k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()}
+
+
 def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
     if fmt == "json":
         for row in rows:
@@ -235,7 +244,7 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
     elif fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=PREDICT_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_csv_rows(rows))
     else:
         print(f"{'predicted':>10} {'chrono':>7} {'gap':>7}  path / reason", file=out)
         for row in rows:
@@ -248,7 +257,12 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
                 row["age_gap_years"],
             ]
             text = [f"{c:.1f}" if c is not None else "?" for c in cells]
-            print(f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}", file=out)
+            flags = f"  (signal quality: {', '.join(row['quality_flags'])})"
+            print(
+                f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}"
+                f"{flags if row['quality_flags'] else ''}",
+                file=out,
+            )
         if rows:
             print(f"model: {rows[0]['model_name']} {rows[0]['model_version']}", file=out)
 
@@ -395,7 +409,7 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     elif args.format == "csv":
         writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_csv_rows(rows))
     else:
         print(
             f"{'received':<20} {'status':<16}{'pred':>6}{'chrono':>7}{'gap':>7}  "

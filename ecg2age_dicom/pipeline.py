@@ -47,6 +47,7 @@ def default_worker_id() -> str:
 class _Report:
     instance: ReceivedInstance
     score: scoring.Score
+    quality_flags: tuple[str, ...]
     sr_sop_instance_uid: str
     path: Path
 
@@ -163,6 +164,7 @@ class Pipeline:
                     self.algorithm,
                     result.predicted_age_years,
                     result.chronological_age_years,
+                    quality_flags=item.quality.flags,
                     sr_class=self.sr_class,
                 )
                 uid = report.sop_instance_uid
@@ -171,7 +173,7 @@ class Pipeline:
                 log.debug("report failed", exc_info=True)
                 failures.append((instance, f"the report could not be made ({type(exc).__name__})"))
                 continue
-            reports.append(_Report(instance, result, uid, path))
+            reports.append(_Report(instance, result, item.quality.flags, uid, path))
         return reports
 
     def _log(self, failures: list[tuple[ReceivedInstance, str]], reports: list[_Report]) -> None:
@@ -181,9 +183,11 @@ class Pipeline:
             )
         for report in reports:
             log.info(
-                "ecg predicted sop_instance_uid=%s predicted_age=%.1f sr=%s model=%s %s",
+                "ecg predicted sop_instance_uid=%s predicted_age=%.1f quality_flags=%s sr=%s "
+                "model=%s %s",
                 report.instance.sop_instance_uid,
                 report.score.predicted_age_years,
+                ",".join(report.quality_flags) or "none",
                 report.sr_sop_instance_uid,
                 self.algorithm.name,
                 self.algorithm.version,
@@ -197,6 +201,7 @@ class Pipeline:
             predicted_age_years=report.score.predicted_age_years,
             chronological_age_years=report.score.chronological_age_years,
             age_gap_years=report.score.age_gap_years,
+            quality_flags=report.quality_flags,
             sr_sop_instance_uid=report.sr_sop_instance_uid,
             sr_path=str(report.path),
             destinations=self.send_to,

@@ -1,12 +1,14 @@
 """The one scoring path: the pipeline, ``predict`` and ``model evaluate`` all go through it.
 
-    DICOM dataset --prepare--> Scorable (identity, header, model input, chronological age)
+    DICOM dataset --prepare--> Scorable (identity, header, quality, model input, chronological age)
     decoded ECG --model_input--> (samples, 12) float32 input the card asks for
     inputs --score--> a Score (or the reason there is none) per ECG, in one model batch
 
 :func:`prepare` refuses what cannot be scored: a SOP class that is not scored or an invalid
 UID (:func:`~ecg2age_dicom.identity.check_identity`), a waveform that does not decode
-(:func:`~ecg2age_dicom.waveform.decode`), or a model input that is not finite.
+(:func:`~ecg2age_dicom.waveform.decode`), a model input that is not finite, or a recording
+the signal-quality gate refuses (:func:`~ecg2age_dicom.quality.assess`, whose flags for what
+is doubtful travel with the ECG to its reports and results).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ecg2age_dicom import sr, waveform
+from ecg2age_dicom import quality, sr, waveform
 from ecg2age_dicom.age import chronological_age
 from ecg2age_dicom.dicomfile import encoded_copy
 from ecg2age_dicom.errors import InvalidECG
@@ -39,6 +41,8 @@ class Scorable:
         The dataset without its Waveform Sequence: patient and study attributes for reports.
     ecg:
         The decoded waveform.
+    quality:
+        What the signal-quality gate found (its flags: empty when clean).
     model_input:
         (samples, 12) float32 in microvolts, as the card asks.
     chronological_age:
@@ -48,6 +52,7 @@ class Scorable:
     identity: Identity
     header: Dataset
     ecg: waveform.ECG
+    quality: quality.Quality
     model_input: np.ndarray
     chronological_age: float | None
 
@@ -87,13 +92,15 @@ def prepare(ds: Dataset, card: ModelCard) -> Scorable:
     ------
     InvalidECG
         Not a scored SOP class, an invalid UID (:class:`~ecg2age_dicom.errors.InvalidIdentity`),
-        a waveform that cannot be used, or non-finite samples.
+        a waveform that cannot be used, non-finite samples, or a recording not fit to score
+        (:class:`~ecg2age_dicom.quality.UnfitECG`).
     """
     identity = check_identity(ds)
     ecg = waveform.decode(ds)
     values = model_input(ecg, card)
+    fitness = quality.assess(ecg)
     header = encoded_copy(ds, leave_out=(WAVEFORM_SEQUENCE,))
-    return Scorable(identity, header, ecg, values, chronological_age(ds))
+    return Scorable(identity, header, ecg, fitness, values, chronological_age(ds))
 
 
 def score(

@@ -579,8 +579,8 @@ def decode(ds: Dataset, group: RhythmGroup | None = None) -> ECG:
     Raises
     ------
     InvalidECG
-        Everything :func:`rhythm_group` refuses, too little recording left once padding is
-        removed, or a flat-line lead.
+        Everything :func:`rhythm_group` refuses, or too little recording left once padding
+        is removed. (Flat leads are the signal-quality gate's: :mod:`ecg2age_dicom.quality`.)
     """
     group = group or rhythm_group(ds)
     raw = _raw_samples(ds, group)
@@ -606,14 +606,6 @@ def decode(ds: Dataset, group: RhythmGroup | None = None) -> ECG:
                 f"recording is {values.shape[0] / fs:.2f} s long once Waveform Padding Value "
                 f"samples are removed: at least {MIN_DURATION_S:g} s is needed"
             )
-
-    flat = np.flatnonzero(np.ptp(values, axis=0) == 0.0)
-    if flat.size:
-        lead = found_leads[flat[0]]
-        raise InvalidECG(
-            f"lead {lead} is a flat line (every sample {values[0, flat[0]]:g} uV): electrode "
-            "off or channel not recorded"
-        )
 
     samples = np.empty((values.shape[0], len(LEADS)), dtype=np.float32)
     samples[:, [LEADS.index(lead) for lead in found_leads]] = values

@@ -27,7 +27,7 @@ def predicted(
             session,
             [
                 queries.NewResult(
-                    row.id, "M", "1", age_years, None, None, sr_uid, sr_path, destinations
+                    row.id, "M", "1", age_years, None, None, (), sr_uid, sr_path, destinations
                 )
             ],
         )

@@ -9,12 +9,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
 from ecg2age_dicom.cli import main
-from tests.ecg_factory import make_ecg
+from ecg2age_dicom.waveform import LEADS, REQUIRED_LEADS
+from tests.ecg_factory import ecg_signal, make_ecg
+
+EIGHT_LEADS = REQUIRED_LEADS  # I, II, V1-V6: the limb leads are derived
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
 KEYS = {
@@ -23,6 +27,7 @@ KEYS = {
     "predicted_age_years",
     "chronological_age_years",
     "age_gap_years",
+    "quality_flags",
     "model_name",
     "model_version",
     "error",
@@ -62,14 +67,25 @@ def test_predict_reports_bad_files_and_goes_on(tmp_path):
     shutil.copy(SAMPLE, folder / "a.dcm")
     make_ecg(leads=("I", "II", "V1")).write(folder / "b.dcm")
     make_ecg(patient_age=None, fs=250).write(folder / "c.dcm")
+    noise = np.random.default_rng(7).uniform(-60, 60, (5000, 12))
+    make_ecg(signal=noise, leads=EIGHT_LEADS).write(folder / "d.dcm")
+    disconnected = ecg_signal(500, 10.0)
+    disconnected[:, LEADS.index("V3")] = 0.0
+    make_ecg(signal=disconnected).write(folder / "e.dcm")
     code, text = run("predict", str(folder), "--format", "csv")
     assert code == 1
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(text))}
     assert rows["a.dcm"]["predicted_age_years"] and not rows["a.dcm"]["error"]
     assert "V2" in rows["b.dcm"]["error"] and not rows["b.dcm"]["predicted_age_years"]
     assert rows["c.dcm"]["predicted_age_years"] and not rows["c.dcm"]["age_gap_years"]
+    assert "no QRS rhythm" in rows["d.dcm"]["error"] and not rows["d.dcm"]["predicted_age_years"]
+    assert rows["e.dcm"]["predicted_age_years"] and rows["e.dcm"]["quality_flags"] == "flat_lead:V3"
+    assert rows["a.dcm"]["quality_flags"] == ""
     code, table = run("predict", str(folder))
     assert "b.dcm: required lead(s)" in table and "model: ECG2Age-PTBXL 1.0.0" in table
+    assert "e.dcm  (signal quality: flat_lead:V3)" in table
+    code, text = run("predict", str(folder / "e.dcm"), "--format", "json")
+    assert json.loads(text)["quality_flags"] == ["flat_lead:V3"]
 
 
 def test_model_info_and_verify():

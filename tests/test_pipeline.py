@@ -119,7 +119,7 @@ def test_a_poison_ecg_fails_alone_and_its_batch_goes_on(store, tiny_runtime, tmp
     flat = make_ecg(signal=np.zeros((5000, 12)))
     poisons = {
         spool_directly(store, tmp_path, no_study, "no_study"): "Study Instance UID",
-        spool_directly(store, tmp_path, flat, "flat"): "flat line",
+        spool_directly(store, tmp_path, flat, "flat"): "flat, disconnected or clipped",
     }
     assert pipeline.run_once() == 5  # one batch: three good ECGs and two poisons
     _, sessions = store

@@ -272,7 +272,22 @@ def test_the_fast_path_builds_the_same_report_as_highdicom(sample, source, sr_cl
     ecg = source_ecg(sample, source)
     chronological = 42.0 if source == "sample" else None
     when = datetime(2026, 1, 2, 3, 4, 5, 600000)
-    options = {"sr_class": sr_class, "sop_instance_uid": "2.25.99", "content_datetime": when}
+    flags = ("flat_lead:V3", "baseline_wander:II") if source == "odd" else ()
+    options = {
+        "sr_class": sr_class,
+        "sop_instance_uid": "2.25.99",
+        "content_datetime": when,
+        "quality_flags": flags,
+    }
     fast = build_report(ecg, RESEARCH_MODEL, 61.234, chronological, **options).dataset()
     reference = build_report_with_highdicom(ecg, RESEARCH_MODEL, 61.234, chronological, **options)
     assert _comparable(fast) == _comparable(reference)
+
+
+@pytest.mark.parametrize("flags, text", [((), "none"), (("flat_lead:V3", "artefact:V5"), None)])
+def test_the_report_states_the_signal_quality(sample, tmp_path, flags, text):
+    report = build_report(sample, RESEARCH_MODEL, 61.0, quality_flags=flags).dataset()
+    values = [
+        item.TextValue for item in items(report) if concept(item) == ("SIGQUALITY", "99ECG2AGE")
+    ]
+    assert values == [text or "flat_lead:V3; artefact:V5"]

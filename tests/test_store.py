@@ -135,6 +135,7 @@ def test_results_follow_the_row_through_its_states(store):
             61.5,
             50.0,
             11.5,
+            ("baseline_wander:V1",),
             "9.9.9",
             "/spool/sr/9.9.9.dcm",
             ["PACS", "ARCHIVE", "PACS"],
@@ -148,6 +149,7 @@ def test_results_follow_the_row_through_its_states(store):
     assert rows["4.2"].status == "failed" and rows["4.2"].error == "lead V3 missing"
     assert rows["4.1"].status == "predicted" and rows["4.1"].sr_sop_instance_uid == "9.9.9"
     assert (rows["4.1"].predicted_age_years, rows["4.1"].age_gap_years) == (61.5, 11.5)
+    assert rows["4.1"].quality_flags == ["baseline_wander:V1"] and rows["4.2"].quality_flags is None
 
     with sessions.begin() as session:
         deliveries = session.scalars(select(Report)).one().deliveries

@@ -13,6 +13,7 @@ uses LOINC 30525-0 "Age", its usual meaning. Units are UCUM "a" (year).
 | intended use (name)        | INTENDEDUSE | 99ECG2AGE | Intended use of the algorithm            |
 | research only (value)      | RESEARCH    | 99ECG2AGE | Not validated for clinical use           |
 | clinically validated       | CLINICAL    | 99ECG2AGE | Validated for clinical use               |
+| signal quality (text)      | SIGQUALITY  | 99ECG2AGE | ECG signal quality flags                 |
 | procedure reported         | 268400002   | SCT       | 12-Lead ECG                              |
 | algorithm family           | 123110      | DCM       | Artificial Intelligence                  |
 """
@@ -31,6 +32,7 @@ AGE_GAP = Code("ECGAGEGAP", PRIVATE_SCHEME, "ECG age gap (predicted - chronologi
 INTENDED_USE = Code("INTENDEDUSE", PRIVATE_SCHEME, "Intended use of the algorithm")
 RESEARCH_ONLY = Code("RESEARCH", PRIVATE_SCHEME, "Not validated for clinical use")
 CLINICALLY_VALIDATED = Code("CLINICAL", PRIVATE_SCHEME, "Validated for clinical use")
+SIGNAL_QUALITY = Code("SIGQUALITY", PRIVATE_SCHEME, "ECG signal quality flags")
 TWELVE_LEAD_ECG = codes.SCT._12LeadECG
 ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence
 YEARS = codes.UCUM.Year

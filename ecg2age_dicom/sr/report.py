@@ -7,16 +7,18 @@ in one new series per model version (Modality SR, Series Description naming the 
 the ECG in Current Requested Procedure Evidence Sequence, TID 4019 algorithm identification,
 and the measurements: ECG-predicted age, and when known chronological age and the age gap
 (predicted - chronological), all in UCUM years. The model's intended use is a coded
-qualitative evaluation plus a text item in the measurement group, and the series description
-says "not for clinical use" when the model is not validated for it. Every report is written
-in ISO_IR 192 (UTF-8), whatever the ECG's Specific Character Set, so that names in any script
-read back as sent. Codes: :mod:`ecg2age_dicom.sr.codes`.
+qualitative evaluation plus a text item in the measurement group, the signal-quality gate's
+flags a text item there too (:func:`quality_text`: "none" for a clean recording), and the
+series description says "not for clinical use" when the model is not validated for it. Every
+report is written in ISO_IR 192 (UTF-8), whatever the ECG's Specific Character Set, so that
+names in any script read back as sent. Codes: :mod:`ecg2age_dicom.sr.codes`.
 """
 
 from __future__ import annotations
 
 import enum
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -73,6 +75,11 @@ class AlgorithmDescription:
     validated_for_clinical_use: bool
 
 
+def quality_text(flags: Sequence[str]) -> str:
+    """The signal-quality text item's value: the flags, or "none"."""
+    return "; ".join(flags)[:1024] or "none"
+
+
 def rounded_years(value: float) -> float:
     """Years with two decimals (Decimal String values must fit 16 characters)."""
     return round(float(value), 2)
@@ -113,6 +120,7 @@ def build_report_with_highdicom(
     predicted_age_years: float,
     chronological_age_years: float | None = None,
     *,
+    quality_flags: Sequence[str] = (),
     sr_class: SRClass = SRClass.COMPREHENSIVE,
     sop_instance_uid: str | None = None,
     content_datetime: datetime | None = None,
@@ -127,6 +135,8 @@ def build_report_with_highdicom(
         The model's name, version and intended use.
     predicted_age_years, chronological_age_years:
         The model's result and, when the ECG carries it, the patient's age.
+    quality_flags:
+        What the signal-quality gate found doubtful (:mod:`ecg2age_dicom.quality`).
     sr_class:
         Comprehensive (default), Enhanced or Comprehensive 3D SR.
     sop_instance_uid, content_datetime:
@@ -182,6 +192,13 @@ def build_report_with_highdicom(
         hd.sr.TextContentItem(
             name=codes.INTENDED_USE,
             value=algorithm.intended_use[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes.SIGNAL_QUALITY,
+            value=quality_text(quality_flags),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
     )

@@ -7,14 +7,15 @@ inside them can change length without any enclosing length changing; the encodin
 cut around the elements that hold markers. A report (:func:`build_report`) is the stored
 bytes with those elements encoded again by pydicom (``write_data_element``) for this ECG:
 its UIDs, patient / study attributes (cleaned by :func:`~ecg2age_dicom.sr.report.copied_
-attributes`; an optional one the ECG lacks is left out), evidence reference, dates and
-values, and its SOP Instance UID in the File Meta (whose group length is counted again).
+attributes`; an optional one the ECG lacks is left out), evidence reference, dates,
+values and signal-quality text, and its SOP Instance UID in the File Meta (whose group length
+is counted again).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -35,6 +36,7 @@ from ecg2age_dicom.sr.report import (
     SRClass,
     build_report_with_highdicom,
     copied_attributes,
+    quality_text,
     rounded_years,
     series_uid_for,
 )
@@ -106,6 +108,7 @@ _PER_ECG: dict[str, tuple[str, str | float]] = {
     "PatientAge": ("PatientAge", "099Y"),
     "IssuerOfPatientID": ("IssuerOfPatientID", "MARKERISSUER"),
     "StudyDescription": ("StudyDescription", "MARKER DESCRIPTION"),
+    codes.SIGNAL_QUALITY.value: ("TextValue", "MARKER QUALITY"),
     codes.PREDICTED_AGE.value: ("FloatingPointValue", 901.11),
     codes.CHRONOLOGICAL_AGE.value: ("FloatingPointValue", 902.22),
     codes.AGE_GAP.value: ("FloatingPointValue", 903.33),
@@ -159,6 +162,8 @@ def _marked(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) 
             measured.NumericValue = f"{float(_marker(concept)) + _DS_OFFSET:.2f}"
         elif item.ValueType == "UIDREF" and concept == _TRACKING_UID:
             item.UID = _marker("TrackingUID")
+        elif item.ValueType == "TEXT" and concept == codes.SIGNAL_QUALITY.value:
+            item.TextValue = _marker(concept)
     return document
 
 
@@ -241,6 +246,7 @@ def build_report(
     predicted_age_years: float,
     chronological_age_years: float | None = None,
     *,
+    quality_flags: Sequence[str] = (),
     sr_class: SRClass = SRClass.COMPREHENSIVE,
     sop_instance_uid: str | None = None,
     content_datetime: datetime | None = None,
@@ -269,6 +275,7 @@ def build_report(
         "InstanceCreationTime": when.strftime("%H%M%S.%f"),
         "ContributionDateTime": when.strftime("%Y%m%d%H%M%S.%f"),
         **copied_attributes(ecg),
+        codes.SIGNAL_QUALITY.value: quality_text(quality_flags),
         codes.PREDICTED_AGE.value: rounded_years(predicted_age_years),
     }
     if chronological_age_years is not None:

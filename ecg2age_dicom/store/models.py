@@ -11,7 +11,17 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 UID = String(64)
@@ -82,6 +92,7 @@ class Prediction(Base):
     predicted_age_years: Mapped[float] = mapped_column(Float)
     chronological_age_years: Mapped[float | None] = mapped_column(Float, default=None)
     age_gap_years: Mapped[float | None] = mapped_column(Float, default=None)
+    quality_flags: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: clean
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     instance: Mapped[ReceivedInstance] = relationship(back_populates="predictions")
