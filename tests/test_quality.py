@@ -9,7 +9,7 @@ import pytest
 
 from ecg2age_dicom import quality
 from ecg2age_dicom.quality import UnfitECG, assess
-from ecg2age_dicom.training.quality import as_ecg
+from ecg2age_dicom.training.data import as_ecg
 from ecg2age_dicom.waveform import LEADS, decode, derive_limb_leads
 from tests.ecg_factory import ecg_signal, make_ecg
 

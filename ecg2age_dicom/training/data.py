@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ecg2age_dicom.errors import ModelError
+from ecg2age_dicom.waveform import ECG, LEADS
 
 TRAIN_FOLDS = (1, 2, 3, 4)
 VALIDATION_FOLDS = (5,)  # early stopping only
@@ -70,6 +71,13 @@ def load_code15(data_dir: Path) -> Records:
             float(archive["fs"][0]),
             archive["length"],
         )
+
+
+def as_ecg(signal: np.ndarray, fs: float) -> ECG:
+    """A record (time, 12) in uV as the decoder gives a file that recorded all 12 leads."""
+    samples = np.asarray(signal, dtype=np.float32)
+    samples.flags.writeable = False
+    return ECG(samples, fs, LEADS, (), "", ("uV",), "", "", "", "")
 
 
 def zscore_per_lead(signals: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from ecg2age_dicom import scoring
 from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.model import Metrics, ModelRuntime
 from ecg2age_dicom.training import data
-from ecg2age_dicom.waveform import ECG, MIN_DURATION_S
+from ecg2age_dicom.waveform import MIN_DURATION_S
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,6 @@ def metrics(true_ages: np.ndarray, predicted: np.ndarray) -> Metrics:
     )
 
 
-def _as_ecg(signal: np.ndarray, fs: float) -> ECG:
-    samples = np.asarray(signal, dtype=np.float32)
-    samples.flags.writeable = False
-    return ECG(samples, fs, (), (), "", ("uV",), "", "", "", "")
-
-
 def predict_records(
     runtime: ModelRuntime, signals: list[np.ndarray] | np.ndarray, fs: float, batch: int = 64
 ) -> np.ndarray:
@@ -62,7 +56,7 @@ def predict_records(
     ages: list[float] = []
     for start in range(0, len(signals), batch):
         chunk = signals[start : start + batch]
-        inputs = [scoring.model_input(_as_ecg(signal, fs), runtime.card) for signal in chunk]
+        inputs = [scoring.model_input(data.as_ecg(signal, fs), runtime.card) for signal in chunk]
         for result in scoring.score(runtime, inputs):
             if isinstance(result, str):
                 raise ModelError(result)

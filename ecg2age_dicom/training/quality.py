@@ -14,30 +14,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from ecg2age_dicom import quality
-from ecg2age_dicom.training.data import Records, load_code15, load_ptbxl, load_ptbxl500
-from ecg2age_dicom.waveform import ECG, LEADS
+from ecg2age_dicom.training.data import Records, as_ecg, load_code15, load_ptbxl, load_ptbxl500
 
 DEVELOPMENT_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
 TEST_FOLDS = (9, 10)
-
-
-def as_ecg(signal: np.ndarray, fs: float) -> ECG:
-    """A shared-data record (time, 12) in uV as the decoder would give it: 12 recorded leads."""
-    return ECG(
-        samples=np.asarray(signal, dtype=np.float32),
-        sampling_frequency=fs,
-        leads_found=LEADS,
-        leads_derived=(),
-        group_label="",
-        units=("uV",),
-        sop_class_uid="",
-        sop_instance_uid="",
-        study_instance_uid="",
-        series_instance_uid="",
-    )
 
 
 def rates(records: Records) -> tuple[int, int, Counter[str], Counter[str]]:
