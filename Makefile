@@ -1,13 +1,15 @@
 # ecg2age-dicom: `make run` starts the service, `make test` runs every test.
 # Both install first: a .venv with the package and its extras, and the Debian packages the
-# tests talk to (dcmtk, dicom3tools).
+# service and its tests use (dcmtk, dicom3tools, poppler-utils, fonts-dejavu-core).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := dcmtk dicom3tools
+DEBIAN_PACKAGES := dcmtk dicom3tools poppler-utils fonts-dejavu-core
 # Commands that prove each Debian package is present.
-DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy
+DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy pdftoppm pdftotext
+# Files that prove the others (fonts-dejavu-core: names outside WinAnsi on the PDF report).
+DEBIAN_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 
 .PHONY: install system-packages run test lint bench clean
 
@@ -21,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 system-packages:
 	@missing=""; for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	for f in $(DEBIAN_FILES); do [ -f $$f ] || missing="$$missing $$f"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages $(DEBIAN_PACKAGES) (missing:$$missing)"; \

@@ -109,9 +109,11 @@ def copied_attributes(ecg: Dataset) -> dict[str, str]:
     return copied
 
 
-def series_uid_for(study_instance_uid: str, algorithm: AlgorithmDescription) -> str:
-    """The same report series for every SR of one model version in one study."""
-    return generate_uid(entropy_srcs=[study_instance_uid, algorithm.name, algorithm.version])
+def series_uid_for(study_instance_uid: str, algorithm: AlgorithmDescription, kind: str = "") -> str:
+    """The same report series for every SR (or, with ``kind``, every other report object of
+    that kind) of one model version in one study."""
+    sources = [study_instance_uid, algorithm.name, algorithm.version] + ([kind] if kind else [])
+    return generate_uid(entropy_srcs=sources)
 
 
 def build_report_with_highdicom(

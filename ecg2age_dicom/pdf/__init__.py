@@ -1,0 +1,7 @@
+"""The viewer-ready report: a one-page PDF (:mod:`.page`) in an Encapsulated PDF instance
+(:mod:`.document`)."""
+
+from ecg2age_dicom.pdf.document import build_pdf_document
+from ecg2age_dicom.pdf.page import PageResult, render_page
+
+__all__ = ["PageResult", "build_pdf_document", "render_page"]

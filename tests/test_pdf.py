@@ -1,0 +1,158 @@
+"""The PDF report page and its Encapsulated PDF instance: what a viewer shows, measured."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pypdf
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import EncapsulatedPDFStorage
+
+from ecg2age_dicom import scoring
+from ecg2age_dicom.dicomfile import read_dataset, write_atomically
+from ecg2age_dicom.model import load_card
+from ecg2age_dicom.pdf import PageResult, build_pdf_document, render_page
+from ecg2age_dicom.pdf import page as layout
+from ecg2age_dicom.sr import AlgorithmDescription, build_report
+from ecg2age_dicom.waveform import REQUIRED_LEADS
+from tests.ecg_factory import make_ecg
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
+RESEARCH = AlgorithmDescription("ECG2Age-PTBXL", "1.0.0", "Research only.", False)
+CLINICAL = AlgorithmDescription("Validated", "2.0", "Adults, resting ECG.", True)
+RESULT = PageResult(61.23, 42.0, 19.23, ("baseline_wander:V1",))
+
+
+@pytest.fixture(scope="module")
+def sample() -> scoring.Scorable:
+    card = load_card(CARD)
+    return scoring.prepare(read_dataset(Path(get_testdata_file("waveform_ecg.dcm"))), card)
+
+
+def page_of(item: scoring.Scorable, algorithm=RESEARCH, paper="A4", result=RESULT) -> bytes:
+    return render_page(
+        item.header, item.model_input, item.ecg.leads_derived, result, algorithm, paper
+    )
+
+
+def text_of(pdf: bytes) -> str:
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    assert len(reader.pages) == 1
+    return reader.pages[0].extract_text()
+
+
+def test_the_page_states_result_model_quality_and_patient(sample):
+    text = text_of(page_of(sample))
+    for expected in (
+        "ECG-predicted age: 61.2 years",
+        "Chronological age: 42.0 years",
+        "Age gap (predicted - chronological): +19.2 years",
+        "Model: ECG2Age-PTBXL 1.0.0. Intended use: Research only.",
+        "Signal quality flags: baseline_wander:V1",
+        "Not for clinical use",
+        "642341",  # Patient ID
+        "1971-01-23",  # birth date
+        "25 mm/s, 10 mm/mV",
+    ):
+        assert expected in text
+
+
+def test_a_validated_model_does_not_say_not_for_clinical_use(sample):
+    assert "Not for clinical use" not in text_of(page_of(sample, CLINICAL))
+
+
+def test_an_unknown_age_is_said_so(sample):
+    result = PageResult(55.0, None, None, ())
+    text = text_of(page_of(sample, result=result))
+    assert "Chronological age: not known" in text and "Signal quality flags: none" in text
+
+
+@pytest.mark.parametrize(("paper", "size_mm"), [("A4", (297, 210)), ("letter", (279.4, 215.9))])
+def test_one_landscape_page_of_the_configured_paper(sample, paper, size_mm):
+    box = pypdf.PdfReader(io.BytesIO(page_of(sample, paper=paper))).pages[0].mediabox
+    assert (float(box.width) / 72 * 25.4, float(box.height) / 72 * 25.4) == pytest.approx(
+        size_mm, abs=0.2
+    )
+
+
+def test_derived_leads_are_marked(tmp_path):
+    built = make_ecg(leads=REQUIRED_LEADS)
+    item = scoring.prepare(built.dataset, load_card(CARD))
+    text = text_of(page_of(item))
+    assert all(f"{lead}*" in text for lead in ("III", "aVR", "aVL", "aVF"))
+    assert "* derived from I and II" in text and "V1*" not in text
+
+
+def test_the_calibration_pulse_is_10_mm_tall_on_the_rendered_page(sample, tmp_path):
+    pdf = tmp_path / "page.pdf"
+    pdf.write_bytes(page_of(sample))
+    # 254 dpi: 10 pixels per millimetre.
+    subprocess.run(
+        ["pdftoppm", "-r", "254", "-gray", "-singlefile", str(pdf), str(tmp_path / "page")],
+        check=True,
+        timeout=60,
+    )
+    image = _read_pgm(tmp_path / "page.pgm")
+    height_mm = image.shape[0] / 10
+    # The first row's pulse rises 1 mm after its left edge; look at that column.
+    x = round((layout.MARGIN_MM + 1.0 + 1.0) * 10)
+    top = round((height_mm - layout.row_baseline_mm(0) - 10.0) * 10)
+    column = image[top - 30 : top + 130, x - 2 : x + 3].min(axis=1) < 100  # black pixels
+    assert 98 <= column.sum() <= 103  # 10 mm, within a line width
+
+
+def _read_pgm(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    magic, width, height, maxval, pixels = data.split(maxsplit=4)
+    assert magic == b"P5" and maxval == b"255"
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(int(height), int(width))
+
+
+def test_the_encapsulated_pdf_is_in_the_ecgs_study_beside_the_sr(sample, tmp_path):
+    pdf = page_of(sample)
+    uid, encoded = build_pdf_document(sample.header, pdf, RESEARCH)
+    document = pydicom.dcmread(io.BytesIO(encoded))
+    assert document.SOPClassUID == EncapsulatedPDFStorage and document.SOPInstanceUID == uid
+    assert document.StudyInstanceUID == sample.header.StudyInstanceUID
+    assert document.PatientID == sample.header.PatientID
+    assert document.EncapsulatedDocument[: len(pdf)] == pdf
+    assert document.EncapsulatedDocumentLength == len(pdf)
+    assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    source = document.SourceInstanceSequence[0]
+    assert source.ReferencedSOPInstanceUID == sample.header.SOPInstanceUID
+    assert "not for clinical use" in document.SeriesDescription
+    sr = build_report(sample.header, RESEARCH, 61.23, 42.0).dataset()
+    assert document.SeriesInstanceUID != sr.SeriesInstanceUID
+    again = pydicom.dcmread(io.BytesIO(build_pdf_document(sample.header, pdf, RESEARCH)[1]))
+    assert again.SeriesInstanceUID == document.SeriesInstanceUID  # one series per study
+
+
+def test_dciodvfy_accepts_the_encapsulated_pdf(sample, tmp_path):
+    path = write_atomically(
+        tmp_path / "pdf.dcm", build_pdf_document(sample.header, page_of(sample), RESEARCH)[1]
+    )
+    verify = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    output = verify.stdout + verify.stderr
+    assert "EncapsulatedPDF" in output
+    assert [line for line in output.splitlines() if line.startswith("Error")] == []
+
+
+@pytest.mark.parametrize(
+    "name", ["Müller^Jürgen", "Иванов^Иван", "Yamada^Tarou=山田^太郎=やまだ^たろう"]
+)
+def test_names_in_other_scripts_read_back_from_the_page(sample, name):
+    header = sample.header
+    saved = header.PatientName
+    header.PatientName = name
+    try:
+        text = text_of(page_of(sample))
+    finally:
+        header.PatientName = saved
+    family, given = name.split("=")[0].split("^")
+    assert f"{family}, {given}" in text
