@@ -26,6 +26,7 @@ from ecg2age_dicom.dicomfile import expand_paths, read_dataset, write_atomically
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.identity import check_identity, is_valid_uid
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
+from ecg2age_dicom.outputs import build_outputs
 from ecg2age_dicom.store import open_store, queries
 
 MODEL_FS = 500
@@ -44,6 +45,8 @@ PREDICT_FIELDS = (
     "error",
     "sr_sop_instance_uid",
     "sr_path",
+    "pdf_sop_instance_uid",
+    "pdf_path",
 )
 
 
@@ -214,19 +217,21 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
             row["chronological_age_years"] = result.chronological_age_years
             row["age_gap_years"] = result.age_gap_years
             row["quality_flags"] = list(item.quality.flags)
-            if args.sr_dir is not None:
-                report = sr.build_report(
-                    item.header,
-                    scoring.algorithm_of(card),
-                    result.predicted_age_years,
-                    result.chronological_age_years,
-                    quality_flags=item.quality.flags,
-                    sr_class=sr.SRClass(settings.sr.sop_class),
+            if args.sr_dir is None:
+                continue
+            for output in build_outputs(
+                item,
+                result,
+                scoring.algorithm_of(card),
+                settings.report.outputs,
+                sr_class=sr.SRClass(settings.sr.sop_class),
+                paper=settings.report.paper,
+            ):
+                path = write_atomically(
+                    args.sr_dir / f"{output.sop_instance_uid}.dcm", output.encoded
                 )
-                path = args.sr_dir / f"{report.sop_instance_uid}.dcm"
-                write_atomically(path, report.encoded)
-                row["sr_sop_instance_uid"] = report.sop_instance_uid
-                row["sr_path"] = str(path)
+                row[f"{output.kind}_sop_instance_uid"] = output.sop_instance_uid
+                row[f"{output.kind}_path"] = str(path)
     _print_rows(rows, args.format, out)
     return 0 if rows and all(row["error"] is None for row in rows) else 1
 
@@ -486,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sr_dir",
         type=Path,
         default=None,
-        help="write the report(s) of each ECG into this folder",
+        help="write each ECG's report objects ([report] outputs: SR, PDF) into this folder",
     )
     predict.set_defaults(handler=cmd_predict)
 

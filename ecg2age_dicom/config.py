@@ -100,6 +100,13 @@ class SRSettings(_Section):
     sop_class: Literal["comprehensive", "enhanced", "comprehensive3d"] = "comprehensive"
 
 
+class ReportSettings(_Section):
+    """``[report]``: which report objects are made for each ECG, and the PDF's paper."""
+
+    outputs: list[Literal["sr", "pdf"]] = ["sr", "pdf"]
+    paper: Literal["A4", "letter"] = "A4"
+
+
 class Destination(_Section):
     """One ``[[destinations]]`` entry: a DICOM node that receives reports."""
 
@@ -164,6 +171,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     model: ModelSettings = ModelSettings()
     sr: SRSettings = SRSettings()
+    report: ReportSettings = ReportSettings()
     destinations: list[Destination] = Field(default_factory=_default_destinations)
     pipeline: PipelineSettings = PipelineSettings()
     delivery: DeliverySettings = DeliverySettings()

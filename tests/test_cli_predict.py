@@ -59,6 +59,22 @@ def test_predict_the_real_sample_with_the_default_model(tmp_path):
     report = pydicom.dcmread(row["sr_path"])
     assert report.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
     assert report.SOPInstanceUID == row["sr_sop_instance_uid"]
+    document = pydicom.dcmread(row["pdf_path"])  # [report] outputs = ["sr", "pdf"] by default
+    assert document.SOPInstanceUID == row["pdf_sop_instance_uid"]
+    assert document.StudyInstanceUID == report.StudyInstanceUID
+    assert document.EncapsulatedDocument.startswith(b"%PDF")
+    assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == sorted(
+        f"{row[kind]}.dcm" for kind in ("sr_sop_instance_uid", "pdf_sop_instance_uid")
+    )
+
+
+def test_predict_writes_only_the_configured_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECG2AGE__REPORT__OUTPUTS", '["pdf"]')
+    monkeypatch.setenv("ECG2AGE__REPORT__PAPER", "letter")
+    code, text = run("predict", str(SAMPLE), "--format", "json", "--out-dir", str(tmp_path))
+    row = json.loads(text)
+    assert code == 0 and row["sr_path"] is None and row["pdf_path"]
+    assert [p.name for p in tmp_path.glob("*.dcm")] == [f"{row['pdf_sop_instance_uid']}.dcm"]
 
 
 def test_predict_reports_bad_files_and_goes_on(tmp_path):
