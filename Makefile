@@ -54,6 +54,7 @@ bench: install
 		else echo "WARNING: Orthanc not installed (apt-get install orthanc): its baseline is skipped" >&2; fi; }
 	$(BIN)/python -m benchmarks.bench_decode
 	$(BIN)/python -m benchmarks.bench_model
+	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_e2e
 
 clean:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,10 @@ def _peaks_kept(values: np.ndarray) -> np.ndarray:
     return 2 * np.arange(len(pairs)) + np.argmax(np.abs(pairs), axis=1)
 
 
+@lru_cache(maxsize=4)
 def _grid(left_mm: float, width_mm: float) -> str:
-    """The 1 mm grid (light) and the 5 mm grid (darker) over the trace area, in points."""
+    """The 1 mm grid (light) and the 5 mm grid (darker) over the trace area, in points (the
+    same on every page: formatted once)."""
     bottom, top = GRID_BOTTOM_MM, grid_top_mm()
     parts = []
     for step, width, grey in ((1.0, 0.2, "1 0.85 0.85"), (5.0, 0.5, "0.95 0.6 0.6")):
