@@ -117,8 +117,9 @@ class Deliverer:
             attempts.append(attempt)
             log.log(
                 logging.INFO if attempt.delivered else logging.WARNING,
-                "delivery sr=%s destination=%s attempt=%d status=%s %s",
-                item.sr_sop_instance_uid,
+                "delivery %s=%s destination=%s attempt=%d status=%s %s",
+                item.report_kind,
+                item.report_sop_instance_uid,
                 item.destination,
                 tried,
                 attempt.status.value,

@@ -3,9 +3,10 @@
     "received" rows (spooled by :mod:`ecg2age_dicom.receive`)
       -> claim a batch (store) -> read + prepare each (scoring: identity, decode, model input)
       -> score the batch in one model call (scoring)
-      -> build and write each report (sr, spool)
-      -> results, reports and one delivery per destination, failures with their reasons,
-         in one transaction (store)
+      -> build and write each report object, SR and PDF as ``[report] outputs`` says
+         (outputs, spool)
+      -> results, reports and one delivery per report and destination, failures with their
+         reasons, in one transaction (store)
 
 Every ECG fails alone: one that cannot be read, decoded, scored or reported is marked
 ``failed`` with its reason, its file moved to quarantine and a log line written, while the
@@ -31,6 +32,7 @@ from ecg2age_dicom import scoring, sr
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
+from ecg2age_dicom.outputs import Output, build_outputs
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import InstanceStatus, ReceivedInstance
@@ -48,8 +50,7 @@ class _Report:
     instance: ReceivedInstance
     score: scoring.Score
     quality_flags: tuple[str, ...]
-    sr_sop_instance_uid: str
-    path: Path
+    objects: list[queries.NewReport]
 
 
 class Pipeline:
@@ -62,7 +63,9 @@ class Pipeline:
         spool: Spool,
         send_to: Sequence[str],
         *,
+        outputs: Sequence[str] = ("sr",),
         sr_class: sr.SRClass = sr.SRClass.COMPREHENSIVE,
+        paper: str = "A4",
         batch_size: int = 32,
         worker_id: str | None = None,
         claim_timeout: timedelta = timedelta(minutes=2),
@@ -71,7 +74,9 @@ class Pipeline:
         self.runtime = runtime
         self.spool = spool
         self.send_to = list(send_to)
+        self.outputs = list(outputs)
         self.sr_class = sr_class
+        self.paper = paper
         self.batch_size = batch_size
         self.worker_id = worker_id or default_worker_id()
         self.claim_timeout = claim_timeout
@@ -159,22 +164,27 @@ class Pipeline:
                 failures.append((instance, result))
                 continue
             try:
-                report = sr.build_report(
-                    item.header,
+                made = build_outputs(
+                    item,
+                    result,
                     self.algorithm,
-                    result.predicted_age_years,
-                    result.chronological_age_years,
-                    quality_flags=item.quality.flags,
+                    self.outputs,
                     sr_class=self.sr_class,
+                    paper=self.paper,
                 )
-                uid = report.sop_instance_uid
-                path = write_atomically(self.spool.report_path(uid), report.encoded)
+                objects = [self._spooled(output) for output in made]
             except Exception as exc:  # one report that cannot be made fails alone
                 log.debug("report failed", exc_info=True)
                 failures.append((instance, f"the report could not be made ({type(exc).__name__})"))
                 continue
-            reports.append(_Report(instance, result, item.quality.flags, uid, path))
+            reports.append(_Report(instance, result, item.quality.flags, objects))
         return reports
+
+    def _spooled(self, output: Output) -> queries.NewReport:
+        """Write a report object into the spool, where it waits for its deliveries."""
+        path = self.spool.report_path(output.sop_instance_uid)
+        write_atomically(path, output.encoded)
+        return queries.NewReport(output.kind, output.sop_instance_uid, str(path))
 
     def _log(self, failures: list[tuple[ReceivedInstance, str]], reports: list[_Report]) -> None:
         for instance, reason in failures:
@@ -183,12 +193,12 @@ class Pipeline:
             )
         for report in reports:
             log.info(
-                "ecg predicted sop_instance_uid=%s predicted_age=%.1f quality_flags=%s sr=%s "
+                "ecg predicted sop_instance_uid=%s predicted_age=%.1f quality_flags=%s %s "
                 "model=%s %s",
                 report.instance.sop_instance_uid,
                 report.score.predicted_age_years,
                 ",".join(report.quality_flags) or "none",
-                report.sr_sop_instance_uid,
+                " ".join(f"{o.kind}={o.sop_instance_uid}" for o in report.objects),
                 self.algorithm.name,
                 self.algorithm.version,
             )
@@ -202,8 +212,7 @@ class Pipeline:
             chronological_age_years=report.score.chronological_age_years,
             age_gap_years=report.score.age_gap_years,
             quality_flags=report.quality_flags,
-            sr_sop_instance_uid=report.sr_sop_instance_uid,
-            sr_path=str(report.path),
+            reports=report.objects,
             destinations=self.send_to,
         )
 

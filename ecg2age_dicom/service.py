@@ -192,7 +192,9 @@ def _worker_main(
             runtime,
             Spool(settings.storage.spool_dir),
             settings.sr.send_to,
+            outputs=settings.report.outputs,
             sr_class=sr.SRClass(settings.sr.sop_class),
+            paper=settings.report.paper,
             batch_size=settings.model.batch_size,
             claim_timeout=timedelta(seconds=settings.pipeline.claim_timeout_s),
         )

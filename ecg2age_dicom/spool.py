@@ -68,8 +68,9 @@ class Spool:
     def quarantine_path(self, sop_instance_uid: str) -> Path:
         return self.path_in(self.quarantine, sop_instance_uid)
 
-    def report_path(self, sr_sop_instance_uid: str) -> Path:
-        return self.path_in(self.reports, sr_sop_instance_uid)
+    def report_path(self, sop_instance_uid: str) -> Path:
+        """Where a report object (SR, PDF...) is kept until delivered."""
+        return self.path_in(self.reports, sop_instance_uid)
 
     def tidy(self, stale_after_s: float = 3600.0) -> None:
         """Empty this host's ``incoming/`` and remove temporary files (``.*.tmp``) older than

@@ -27,7 +27,15 @@ def predicted(
             session,
             [
                 queries.NewResult(
-                    row.id, "M", "1", age_years, None, None, (), sr_uid, sr_path, destinations
+                    row.id,
+                    "M",
+                    "1",
+                    age_years,
+                    None,
+                    None,
+                    (),
+                    [queries.NewReport("sr", sr_uid, sr_path)],
+                    destinations,
                 )
             ],
         )

@@ -19,7 +19,7 @@ from ecg2age_dicom import sr
 from ecg2age_dicom.config import DeliverySettings, Destination
 from ecg2age_dicom.dicomfile import write_atomically
 from ecg2age_dicom.net import reactor, scu
-from ecg2age_dicom.net.scu import SR_STORAGE, Outcome, ReportSender, outcome_of
+from ecg2age_dicom.net.scu import REPORT_STORAGE, Outcome, ReportSender, outcome_of
 from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
 from tests.ecg_factory import make_ecg
 
@@ -36,7 +36,7 @@ class PACS:
         self.status = 0x0000
         self.received: list[str] = []
         ae = AE(ae_title="PACS")
-        for sop_class in SR_STORAGE:
+        for sop_class in REPORT_STORAGE:
             ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self.server = ae.start_server(
             ("127.0.0.1", 0),

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, select
 
-from ecg2age_dicom.store import queries
+from ecg2age_dicom.store import make_engine, queries, session_factory, upgrade
 from ecg2age_dicom.store.models import (
     DeliveryStatus,
     InstanceStatus,
@@ -39,6 +39,32 @@ def test_migrations_create_every_table(store):
         "deliveries",
         "alembic_version",
     } <= tables
+
+
+def test_upgrading_keeps_the_srs_of_a_database_made_before_report_objects(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine, "0002")
+    now = "2026-12-01 10:00:00+00:00"
+    with engine.begin() as connection:
+        for statement in (
+            "INSERT INTO received_instances (id, sop_instance_uid, study_instance_uid, "
+            "series_instance_uid, sop_class_uid, calling_ae_title, peer_address, received_at, "
+            f"spool_path, status) VALUES (1, '1.1', '1.2', '1.3', '1.4', 'A', 'p', '{now}', "
+            "'/x', 'predicted')",
+            "INSERT INTO predictions (id, instance_id, model_name, model_version, "
+            f"predicted_age_years, created_at) VALUES (1, 1, 'M', '1', 50.0, '{now}')",
+            "INSERT INTO reports (id, prediction_id, sr_sop_instance_uid, path, created_at) "
+            f"VALUES (1, 1, '9.9', '/sr/9.9.dcm', '{now}')",
+            "INSERT INTO deliveries (id, report_id, destination, status, attempts) "
+            "VALUES (1, 1, 'PACS', 'delivered', 1)",
+        ):
+            connection.exec_driver_sql(statement)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        (row,) = queries.results(session)
+    engine.dispose()
+    assert row.sr_sop_instance_uid == "9.9" and row.status == "delivered"
+    assert row.reports == [{"kind": "sr", "sop_instance_uid": "9.9", "status": "delivered"}]
 
 
 def test_sqlite_connections_are_durable_wal_with_busy_timeout_and_foreign_keys(store):
@@ -136,14 +162,18 @@ def test_results_follow_the_row_through_its_states(store):
             50.0,
             11.5,
             ("baseline_wander:V1",),
-            "9.9.9",
-            "/spool/sr/9.9.9.dcm",
+            [
+                queries.NewReport("sr", "9.9.9", "/spool/sr/9.9.9.dcm"),
+                queries.NewReport("pdf", "9.9.10", "/spool/sr/9.9.10.dcm"),
+            ],
             ["PACS", "ARCHIVE", "PACS"],
         )
         queries.save_results(session, [result])
     with sessions() as session:
-        report = session.scalars(select(Report)).one()
-        assert [d.destination for d in report.deliveries] == ["PACS", "ARCHIVE"]
+        sr_report, pdf_report = session.scalars(select(Report).order_by(Report.id)).all()
+        assert (sr_report.kind, pdf_report.kind) == ("sr", "pdf")
+        for report in (sr_report, pdf_report):
+            assert [d.destination for d in report.deliveries] == ["PACS", "ARCHIVE"]
     with sessions() as session:
         rows = {row.sop_instance_uid: row for row in queries.results(session)}
     assert rows["4.2"].status == "failed" and rows["4.2"].error == "lead V3 missing"
@@ -151,21 +181,29 @@ def test_results_follow_the_row_through_its_states(store):
     assert (rows["4.1"].predicted_age_years, rows["4.1"].age_gap_years) == (61.5, 11.5)
     assert rows["4.1"].quality_flags == ["baseline_wander:V1"] and rows["4.2"].quality_flags is None
 
-    with sessions.begin() as session:
-        deliveries = session.scalars(select(Report)).one().deliveries
-        deliveries[0].status = DeliveryStatus.DELIVERED
+    def set_status(kind: str, status: DeliveryStatus, which: slice = slice(None)) -> None:
+        with sessions.begin() as session:
+            report = session.scalars(select(Report).where(Report.kind == kind)).one()
+            for delivery in report.deliveries[which]:
+                delivery.status = status
+
+    def row_of(status: str | None = None):
+        with sessions() as session:
+            return {row.sop_instance_uid: row for row in queries.results(session, status)}
+
+    set_status("sr", DeliveryStatus.DELIVERED)  # the SR everywhere, the PDF still pending
+    row = row_of("predicted")["4.1"]
+    assert row.reports == [
+        {"kind": "sr", "sop_instance_uid": "9.9.9", "status": "delivered"},
+        {"kind": "pdf", "sop_instance_uid": "9.9.10", "status": "predicted"},
+    ]
+    set_status("pdf", DeliveryStatus.DELIVERED, slice(0, 1))
+    assert "4.1" in row_of("predicted")
+    set_status("pdf", DeliveryStatus.DELIVERED)  # every object at every destination
+    assert list(row_of("delivered")) == ["4.1"]
+    set_status("pdf", DeliveryStatus.DELIVERY_FAILED, slice(1, 2))
+    assert row_of("delivery_failed")["4.1"].reports[1]["status"] == "delivery_failed"
     with sessions() as session:
-        assert queries.results(session, status="predicted")[0].sop_instance_uid == "4.1"
-    with sessions.begin() as session:
-        deliveries = session.scalars(select(Report)).one().deliveries
-        deliveries[1].status = DeliveryStatus.DELIVERED
-    with sessions() as session:
-        assert [r.sop_instance_uid for r in queries.results(session, status="delivered")] == ["4.1"]
-    with sessions.begin() as session:
-        deliveries = session.scalars(select(Report)).one().deliveries
-        deliveries[1].status = DeliveryStatus.DELIVERY_FAILED
-    with sessions() as session:
-        assert queries.results(session, status="delivery_failed")[0].sop_instance_uid == "4.1"
         assert queries.results(session, status="failed")[0].sop_instance_uid == "4.2"
         assert len(queries.results(session, limit=1)) == 1
 

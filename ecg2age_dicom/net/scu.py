@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
+    EncapsulatedPDFStorage,
     EnhancedSRStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -38,7 +39,12 @@ from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
 
 log = logging.getLogger(__name__)
 
-SR_STORAGE = (ComprehensiveSRStorage, EnhancedSRStorage, Comprehensive3DSRStorage)
+REPORT_STORAGE = (
+    ComprehensiveSRStorage,
+    EnhancedSRStorage,
+    Comprehensive3DSRStorage,
+    EncapsulatedPDFStorage,
+)
 # Failures worth another try later: the destination may get resources or our authorisation.
 RETRYABLE_FAILURES = frozenset({*range(0xA700, 0xA800), 0x0124, 0x0210, 0x0211, 0x0212})
 
@@ -115,7 +121,7 @@ class ReportSender:
         ae.acse_timeout = self.timeouts.acse_timeout_s
         ae.dimse_timeout = self.timeouts.dimse_timeout_s
         ae.network_timeout = self.timeouts.network_timeout_s
-        for sop_class in SR_STORAGE:
+        for sop_class in REPORT_STORAGE:
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls = None
         if destination.tls:

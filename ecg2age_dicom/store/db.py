@@ -72,9 +72,25 @@ def open_store(database_url: str, *, migrate: bool = True) -> Iterator[sessionma
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the shipped Alembic migrations up to ``revision``."""
+    """Apply the shipped Alembic migrations up to ``revision``.
+
+    On SQLite, foreign keys are off while they run: a batch migration re-creates a table that
+    others reference (SQLite's documented procedure for altering a table), and the keys are
+    checked before they are switched on again.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw: Any = connection.connection.driver_connection  # the sqlite3 connection
+        if sqlite:  # outside any transaction: inside one the pragma does nothing
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("the migration left rows whose foreign key is broken")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")

@@ -1,7 +1,8 @@
 """The results tables, as typed SQLAlchemy 2 ORM classes.
 
 States (README, "How it keeps your data"): an instance is ``received`` -> ``processing`` (claimed
-by a worker) -> ``predicted`` | ``failed``; each report has one delivery per destination,
+by a worker) -> ``predicted`` | ``failed``; a prediction has one report per object kind (an SR,
+a PDF...), and each report one delivery per destination,
 ``pending`` -> ``sending`` (claimed by a sender) -> ``delivered`` | ``pending`` again with a
 later ``next_attempt_at`` | ``delivery_failed`` after the last attempt.
 """
@@ -96,21 +97,25 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     instance: Mapped[ReceivedInstance] = relationship(back_populates="predictions")
-    report: Mapped[Report | None] = relationship(back_populates="prediction")
+    reports: Mapped[list[Report]] = relationship(back_populates="prediction", order_by="Report.id")
 
 
 class Report(Base):
-    """The Structured Report written for a prediction."""
+    """One report object written for a prediction: its kind (``sr``, ``pdf``), file and UID."""
 
     __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint("prediction_id", "kind", name="uq_reports_prediction_id_kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), unique=True)
-    sr_sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"))
+    kind: Mapped[str] = mapped_column(String(8), default="sr")
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    prediction: Mapped[Prediction] = relationship(back_populates="report")
+    prediction: Mapped[Prediction] = relationship(back_populates="reports")
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="report", order_by="Delivery.id"
     )

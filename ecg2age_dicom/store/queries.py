@@ -156,8 +156,17 @@ def already_predicted(
 
 
 @dataclass(frozen=True)
+class NewReport:
+    """One report object written to the spool."""
+
+    kind: str
+    sop_instance_uid: str
+    path: str
+
+
+@dataclass(frozen=True)
 class NewResult:
-    """One scored ECG: its prediction, its report and where the report goes."""
+    """One scored ECG: its prediction, its report objects and where each goes."""
 
     instance_id: int
     model_name: str
@@ -166,15 +175,14 @@ class NewResult:
     chronological_age_years: float | None
     age_gap_years: float | None
     quality_flags: Sequence[str]
-    sr_sop_instance_uid: str
-    sr_path: str
+    reports: Sequence[NewReport]
     destinations: Sequence[str]
 
 
 def save_results(session: Session, results: Sequence[NewResult]) -> None:
-    """Store each result's prediction, report and one pending delivery per destination, and
-    mark its instance predicted: four Core statements for the whole batch (the ORM's unit of
-    work would cost milliseconds per ECG)."""
+    """Store each result's prediction, its reports and one pending delivery per report and
+    destination, and mark its instance predicted: four Core statements for the whole batch
+    (the ORM's unit of work would cost milliseconds per ECG)."""
     if not results:
         return
     now, connection = utcnow(), session.connection()  # Core statements on the ORM's connection
@@ -194,16 +202,22 @@ def save_results(session: Session, results: Sequence[NewResult]) -> None:
             for result in results
         ],
     ).all()
+    made = [
+        (prediction_id, report, result.destinations)
+        for prediction_id, result in zip(prediction_ids, results, strict=True)
+        for report in result.reports
+    ]
     report_ids = connection.scalars(
         insert(Report).returning(Report.id, sort_by_parameter_order=True),
         [
             {
                 "prediction_id": prediction_id,
-                "sr_sop_instance_uid": result.sr_sop_instance_uid,
-                "path": result.sr_path,
+                "kind": report.kind,
+                "sop_instance_uid": report.sop_instance_uid,
+                "path": report.path,
                 "created_at": now,
             }
-            for prediction_id, result in zip(prediction_ids, results, strict=True)
+            for prediction_id, report, _ in made
         ],
     ).all()
     deliveries = [
@@ -214,8 +228,8 @@ def save_results(session: Session, results: Sequence[NewResult]) -> None:
             "attempts": 0,
             "next_attempt_at": now,
         }
-        for report_id, result in zip(report_ids, results, strict=True)
-        for destination in dict.fromkeys(result.destinations)
+        for report_id, (_, _, destinations) in zip(report_ids, made, strict=True)
+        for destination in dict.fromkeys(destinations)
     ]
     if deliveries:
         connection.execute(insert(Delivery), deliveries)
@@ -243,18 +257,27 @@ class ResultRow:
     model_version: str | None
     error: str | None
     sr_sop_instance_uid: str | None
+    reports: list[dict[str, str]]
+    """Each report object: ``{kind, sop_instance_uid, status}`` (status as for the ECG)."""
 
 
-def overall_status(instance: ReceivedInstance, report: Report | None) -> str:
-    """received | processing | failed | predicted | delivered | delivery_failed."""
-    if instance.status != InstanceStatus.PREDICTED or report is None or not report.deliveries:
-        return instance.status.value
-    states = {delivery.status for delivery in report.deliveries}
+def _delivery_state(deliveries: Sequence[Delivery]) -> str:
+    """delivered (every delivery), delivery_failed (any), else predicted."""
+    states = {delivery.status for delivery in deliveries}
     if DeliveryStatus.DELIVERY_FAILED in states:
         return DeliveryStatus.DELIVERY_FAILED.value
     if states == {DeliveryStatus.DELIVERED}:
         return DeliveryStatus.DELIVERED.value
     return InstanceStatus.PREDICTED.value
+
+
+def overall_status(instance: ReceivedInstance, reports: Sequence[Report]) -> str:
+    """received | processing | failed | predicted | delivered (every object reached every
+    destination) | delivery_failed (one gave up)."""
+    deliveries = [delivery for report in reports for delivery in report.deliveries]
+    if instance.status != InstanceStatus.PREDICTED or not deliveries:
+        return instance.status.value
+    return _delivery_state(deliveries)
 
 
 def results(session: Session, status: str | None = None, limit: int = 100) -> list[ResultRow]:
@@ -263,7 +286,7 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
         select(ReceivedInstance)
         .options(
             selectinload(ReceivedInstance.predictions)
-            .selectinload(Prediction.report)
+            .selectinload(Prediction.reports)
             .selectinload(Report.deliveries)
         )
         .order_by(ReceivedInstance.id.desc())
@@ -275,8 +298,8 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
     rows: list[ResultRow] = []
     for instance in session.scalars(query).yield_per(500):
         prediction = max(instance.predictions, key=lambda p: p.id, default=None)
-        report = prediction.report if prediction else None
-        row_status = overall_status(instance, report)
+        reports = prediction.reports if prediction else []
+        row_status = overall_status(instance, reports)
         if status is not None and row_status != status:
             continue
         rows.append(
@@ -293,7 +316,19 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
                 model_name=prediction.model_name if prediction else None,
                 model_version=prediction.model_version if prediction else None,
                 error=instance.error,
-                sr_sop_instance_uid=report.sr_sop_instance_uid if report else None,
+                sr_sop_instance_uid=next(
+                    (report.sop_instance_uid for report in reports if report.kind == "sr"), None
+                ),
+                reports=[
+                    {
+                        "kind": report.kind,
+                        "sop_instance_uid": report.sop_instance_uid,
+                        "status": _delivery_state(report.deliveries)
+                        if report.deliveries
+                        else InstanceStatus.PREDICTED.value,
+                    }
+                    for report in reports
+                ],
             )
         )
         if len(rows) >= limit:
@@ -308,7 +343,8 @@ class DueDelivery:
     delivery_id: int
     destination: str
     report_path: str
-    sr_sop_instance_uid: str
+    report_kind: str
+    report_sop_instance_uid: str
     calling_ae_title: str
     attempts: int
 
@@ -343,7 +379,7 @@ def claim_due_deliveries(session: Session, limit: int) -> list[DueDelivery]:
         .order_by(Delivery.id)
     ).all()
     return [
-        DueDelivery(d.id, d.destination, r.path, r.sr_sop_instance_uid, ae, d.attempts)
+        DueDelivery(d.id, d.destination, r.path, r.kind, r.sop_instance_uid, ae, d.attempts)
         for d, r, ae in rows
     ]
 
@@ -409,7 +445,7 @@ def requeue_stale_deliveries(session: Session, older_than: timedelta) -> int:
 def resend(session: Session, status: str = "delivery_failed", sop: str | None = None) -> int:
     """Make matching deliveries pending again, due now, with a fresh attempt count.
 
-    ``sop`` matches the ECG's or the SR's SOP Instance UID.
+    ``sop`` matches the ECG's SOP Instance UID (all its reports) or one report's.
     """
     query = select(Delivery.id).join(Report, Delivery.report_id == Report.id)
     query = query.where(Delivery.status == DeliveryStatus(status))
@@ -417,7 +453,7 @@ def resend(session: Session, status: str = "delivery_failed", sop: str | None = 
         query = (
             query.join(Prediction, Report.prediction_id == Prediction.id)
             .join(ReceivedInstance, Prediction.instance_id == ReceivedInstance.id)
-            .where((ReceivedInstance.sop_instance_uid == sop) | (Report.sr_sop_instance_uid == sop))
+            .where((ReceivedInstance.sop_instance_uid == sop) | (Report.sop_instance_uid == sop))
         )
     result = session.execute(
         update(Delivery)
