@@ -3,9 +3,10 @@
 Run: ``make bench`` or ``.venv/bin/python -m benchmarks.bench_e2e [--n 500] [--runs 3]
 [--backlog 10000]``. Starts ``serve`` (SQLite, default model, default ``[pipeline] workers =
 1``) with DCMTK ``storescp`` as the PACS and measures, for ``--runs`` bursts of N fresh ECGs
-each: the accept rate over one association, end-to-end throughput (until the last SR is at
-the PACS), the CPU each process spent per ECG, and the delivery stalls (pynetdicom's
-"unexpected message" and DIMSE timeouts in the log); then, once: accept over 4
+each: the accept rate over one association, end-to-end throughput (until the last report
+object, SR and PDF by default, is at the PACS; then again for the same number of bursts with
+``[report] outputs = ["sr"]``), the CPU each process spent per ECG, and the delivery stalls
+(pynetdicom's "unexpected message" and DIMSE timeouts in the log); then, once: accept over 4
 associations, latency receipt -> SR arrival (paced at 1 ECG/s and inside a burst), memory,
 a burst with ``[pipeline] workers = 2``, and memory with a backlog of received-but-unprocessed
 ECGs (a receive-only server, then a worker that drains it). Repeated figures are printed as
@@ -217,6 +218,7 @@ class Service:
         pacs_port: int,
         workers: int = 1,
         database: Path | None = None,
+        outputs: tuple[str, ...] = ("sr", "pdf"),
     ) -> None:
         self.processes, self.work = processes, work
         self.port = free_port()
@@ -231,6 +233,8 @@ database_url = "sqlite:///{self.database}"
 spool_dir = "{work / "spool"}"
 [model]
 card = "{CARD}"
+[report]
+outputs = {json.dumps(list(outputs))}
 [pipeline]
 workers = {workers}
 poll_interval_s = 0.1
@@ -243,6 +247,7 @@ port = {pacs_port}
 interval_s = 0.2
 """)
         log = work / f"serve-{self.port}.log"
+        self.outputs = outputs
         self.process = processes.start([str(CLI), "--config", str(config), "serve"], log)
         wait_for(lambda: b"listening on" in log.read_bytes(), 300, "serve to listen")
 
@@ -257,6 +262,11 @@ interval_s = 0.2
             times = {uid: at.replace(tzinfo=dt.timezone.utc).timestamp() for uid, at in rows}
         engine.dispose()
         return times
+
+
+def objects_at(pacs: Path) -> int:
+    """Report objects (SRs, PDFs) the PACS has received so far."""
+    return sum(1 for _ in pacs.iterdir())
 
 
 def sr_arrivals(pacs: Path) -> dict[str, float]:
@@ -295,14 +305,15 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def burst(service: Service, pacs: Path, files: list[Path], delivered_before: int) -> dict:
-    """One burst through a running service: accept and end-to-end rates, CPU per ECG of the
-    listener and the workers, stalls in the log, latency receipt -> SR."""
+    """One burst through a running service: accept and end-to-end rates (until its last report
+    object is at the PACS), CPU per ECG of the listener and the workers, stalls in the log,
+    latency receipt -> SR. ``delivered_before``: objects at the PACS before it."""
     stalls_before = scu_stalls(service.work)
     cpu_before = cpu_s(service.process.pid)
     start = time.perf_counter()
     accept = len(files) / send(service.port, files, "ECG2AGE")
-    expected = delivered_before + len(files)
-    wait_for(lambda: len(list(pacs.glob("SR*"))) >= expected, 3600, "the burst's SRs")
+    expected = delivered_before + len(files) * len(service.outputs)
+    wait_for(lambda: objects_at(pacs) >= expected, 3600, "the burst's reports")
     e2e = len(files) / (time.perf_counter() - start)
     cpu_after = cpu_s(service.process.pid)
     used_ms = {
@@ -383,14 +394,15 @@ def main() -> None:
         wait_for(lambda: port_open(pacs_port), 60, "the PACS")
         service = Service(processes, work, pacs_port)
         memory = PeakSampler(service.process.pid)
+        objects = len(service.outputs)
         results = []
         for run, files in enumerate(bursts):
-            results.append(burst(service, pacs, files, run * args.n))
+            results.append(burst(service, pacs, files, run * args.n * objects))
             print(f"burst {run + 1}: {results[-1]}", flush=True)
-        delivered = args.runs * args.n
+        delivered = args.runs * args.n * objects
         accept_4 = args.n / send(service.port, four, "ECG2AGE", associations=4)
-        delivered += args.n
-        wait_for(lambda: len(list(pacs.glob("SR*"))) >= delivered, 3600, "the SRs")
+        delivered += args.n * objects
+        wait_for(lambda: objects_at(pacs) >= delivered, 3600, "the reports")
         before = set(sr_arrivals(pacs))
         sent_at = {}
         for path in paced:
@@ -399,17 +411,25 @@ def main() -> None:
             send(service.port, [path], "ECG2AGE")
             sent_at[uid] = time.time()
             time.sleep(max(0.0, 1.0 - (time.time() - tick)))
-        delivered += args.paced
-        wait_for(lambda: len(list(pacs.glob("SR*"))) >= delivered, 600, "paced")
+        delivered += args.paced * objects
+        wait_for(lambda: objects_at(pacs) >= delivered, 600, "paced")
         arrived = {u: t for u, t in sr_arrivals(pacs).items() if u not in before}
         paced_latency = percentiles([arrived[u] - sent_at[u] for u in sent_at])
         peak_rss, peak_pss = rss_mb(service.process.pid), memory.stop()
         service.stop()
 
+        sr_only = Service(processes, work, pacs_port, outputs=("sr",))
+        sr_only_e2e = []
+        for run in range(args.runs):
+            files = make_files(work / f"sr-only{run}", args.n)
+            sr_only_e2e.append(burst(sr_only, pacs, files, delivered)["e2e"])
+            delivered += args.n
+        sr_only.stop()
+
         two = Service(processes, work, pacs_port, workers=2)
         memory = PeakSampler(two.process.pid)
         two_result = burst(two, pacs, make_files(work / "two-workers", args.n), delivered)
-        delivered += args.n
+        delivered += args.n * objects
         peak_rss_two, peak_pss_two = rss_mb(two.process.pid), memory.stop()
         two.stop()
 
@@ -418,11 +438,11 @@ def main() -> None:
         accept_receive_only = args.backlog / send(receiver.port, backlog_files, "ECG2AGE")
         receive_only_rss = rss_mb(receiver.process.pid)
         receiver.stop()
-        drained = delivered + args.backlog
+        drained = delivered + args.backlog * objects
         drainer = Service(processes, work, pacs_port)
         drainer_start = time.perf_counter()  # from "listening on", model loaded
         memory = PeakSampler(drainer.process.pid)
-        wait_for(lambda: len(list(pacs.glob("SR*"))) >= drained, 7200, "the backlog's SRs")
+        wait_for(lambda: objects_at(pacs) >= drained, 7200, "the backlog's reports")
         drain_rate = args.backlog / (time.perf_counter() - drainer_start)
         backlog_rss, backlog_pss = rss_mb(drainer.process.pid), memory.stop()
         drainer.stop()
@@ -438,7 +458,12 @@ def main() -> None:
 
         rows = [
             ("accept, 1 association (ECG/s)", median_worst(each("accept"))),
-            ("end-to-end, burst of N (ECG/s)", median_worst(each("e2e"))),
+            ("end-to-end, burst of N, SR + PDF (ECG/s)", median_worst(each("e2e"))),
+            ("end-to-end, burst of N, SR only (ECG/s)", median_worst(sr_only_e2e)),
+            (
+                "ratio end-to-end SR + PDF / SR only (target >= 0.7)",
+                ratios(each("e2e"), sr_only_e2e),
+            ),
             (
                 "delivery stalls per burst (lost responses + DIMSE timeouts)",
                 median_worst(each("stalls"), "max"),
@@ -477,7 +502,8 @@ def main() -> None:
             ("baseline: pynetdicom storescp (ECG/s)", median_worst(pynetdicom)),
             ("baseline: DCMTK storescp (ECG/s)", median_worst(dcmtk)),
             ("baseline: Orthanc (ECG/s)", median_worst(orthanc) if orthanc else "not installed"),
-            ("ratio end-to-end / Orthanc (target >= 0.8)", ratios(each("e2e"), orthanc)),
+            ("ratio end-to-end SR + PDF / Orthanc", ratios(each("e2e"), orthanc)),
+            ("ratio end-to-end SR only / Orthanc (target >= 0.8)", ratios(sr_only_e2e, orthanc)),
             (
                 "ratio accept / pynetdicom storescp (target >= 0.9)",
                 ratios(each("accept"), pynetdicom),

@@ -160,7 +160,8 @@ def test_sigterm_stops_at_once_while_a_pacs_hangs(make_service, tmp_path):
         hung.close()
     with service.session() as session:
         deliveries = session.scalars(select(Delivery)).all()
-    assert len(deliveries) == 6 and {d.status.value for d in deliveries} <= {"pending", "sending"}
+    # six ECGs, an SR and a PDF each: none delivered, none given up
+    assert len(deliveries) == 12 and {d.status.value for d in deliveries} <= {"pending", "sending"}
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import EncapsulatedPDFStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 
+from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery, Prediction, ReceivedInstance
 from tests.ecg_factory import make_ecg
 from tests.peers import echoscu, start_storescp, storescu, wait_for
@@ -82,6 +84,16 @@ def test_sample_and_a_burst_of_50_come_back_as_srs(make_service, processes, tmp_
         pydicom.dcmread(p) for p in pacs.glob("SR*") if pydicom.dcmread(p).PatientID == "642341"
     )
     assert sample_sr.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
+    # [report] outputs = ["sr", "pdf"] by default: a PDF report for every ECG too.
+    wait_for(lambda: len(list(pacs.iterdir())) >= 102, 120, "51 PDFs at the PACS")
+    documents = [pydicom.dcmread(p) for p in pacs.iterdir() if not p.name.startswith("SR")]
+    assert {str(d.SOPClassUID) for d in documents} == {EncapsulatedPDFStorage}
+    assert sorted(d.SourceInstanceSequence[0].ReferencedSOPInstanceUID for d in documents) == (
+        sorted(expected)
+    )
+    assert all(d.EncapsulatedDocument.startswith(b"%PDF") for d in documents)
+    with service.session() as session:
+        assert {row.status for row in queries.results(session, limit=100)} == {"delivered"}
     assert service.stop() == 0
     log = service.log.read_text()
     assert "not validated for clinical use" in log
@@ -116,14 +128,16 @@ def test_destination_down_then_up(make_service, processes, tmp_path):
     assert statuses(service) == {pydicom.dcmread(SAMPLE).SOPInstanceUID: "predicted"}
     pacs = tmp_path / "pacs"
     start_storescp(processes, service.pacs_port, pacs)
-    wait_for(lambda: len(list(pacs.glob("SR*"))) == 1, 60, "the SR after retries")
+    wait_for(lambda: len(list(pacs.iterdir())) == 2, 60, "the SR and the PDF after retries")
 
     def delivered() -> bool:
         with service.session() as session:
-            delivery = session.scalars(select(Delivery)).one()
-            return delivery.status.value == "delivered" and delivery.attempts > 1
+            deliveries = session.scalars(select(Delivery)).all()  # the SR's and the PDF's
+            return len(deliveries) == 2 and all(
+                d.status.value == "delivered" and d.attempts > 1 for d in deliveries
+            )
 
-    wait_for(delivered, 30, "the delivery row to say delivered after several attempts")
+    wait_for(delivered, 30, "the delivery rows to say delivered after several attempts")
 
 
 def running(pid: int) -> bool:
