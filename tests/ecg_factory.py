@@ -110,14 +110,23 @@ def ecg_signal(fs: float, seconds: float, seed: int = 0) -> np.ndarray:
     """A synthetic 12-lead ECG in uV: PQRST beats at about 72 / min with a little rate
     variability and 5 uV noise, Einthoven-consistent limb leads."""
     rng = np.random.default_rng(seed)
-    t = np.arange(round(fs * seconds)) / fs
+    n = round(fs * seconds)
     beats = np.cumsum(0.83 + rng.normal(0, 0.03, int(seconds / 0.6) + 2)) - 0.4
-    out = np.empty((t.size, len(LEADS)))
+    # Each beat's waves within 0.4 s before and 0.6 s after its R: a window per beat.
+    window = np.arange(-round(0.4 * fs), round(0.6 * fs))
+    starts = np.rint(beats * fs).astype(int)
+    offsets = (starts[:, None] + window[None, :]) / fs - beats[:, None]
+    out = np.empty((n, len(LEADS)))
     for lead, amplitudes in _AMPLITUDES_UV.items():
-        values = rng.normal(0, 5, t.size)
-        for (centre, width), amplitude in zip(_WAVES, amplitudes, strict=True):
-            offsets = t[None, :] - beats[:, None] - centre
-            values += amplitude * np.exp(-0.5 * (offsets / width) ** 2).sum(axis=0)
+        shape = sum(
+            amplitude * np.exp(-0.5 * ((offsets - centre) / width) ** 2)
+            for (centre, width), amplitude in zip(_WAVES, amplitudes, strict=True)
+        )
+        values = rng.normal(0, 5, n)
+        for start, beat in zip(starts, shape, strict=True):
+            at = start + window
+            keep = (at >= 0) & (at < n)
+            values[at[keep]] += beat[keep]
         out[:, LEADS.index(lead)] = values
     for lead, values in derive_limb_leads(out[:, 0], out[:, 1]).items():
         out[:, LEADS.index(lead)] = values
