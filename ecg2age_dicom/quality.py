@@ -1,13 +1,14 @@
 """The signal-quality gate: is a decoded ECG fit to score, and what about it is doubtful?
 
-Every check looks at the leads the file recorded (derived leads repeat I and II), at their
-own sampling rate, in microvolts:
+Every check looks at the leads the file recorded (derived leads repeat I and II), in
+microvolts, averaged down to 100-200 Hz (:data:`ANALYSIS_HZ`); clipping and high-frequency
+noise are measured at the recording's own rate:
 
 ==========================  =====================================  ===========================
 check                       measure                                refused / flagged when
 ==========================  =====================================  ===========================
-flat or disconnected lead   spread (1st-99th percentile) after     refused: I or II, or 3 or
-                            0.5 Hz high-pass                       more leads; flagged: 1-2
+flat or disconnected lead   standard deviation after a 0.5 Hz      refused: I or II, or 3 or
+                            high-pass                              more leads; flagged: 1-2
 saturation / clipping       share of samples at the lead's own     as for a flat lead
                             maximum or minimum
 amplitude range             deflection after high-pass: 99th       refused over

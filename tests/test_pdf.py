@@ -156,3 +156,7 @@ def test_names_in_other_scripts_read_back_from_the_page(sample, name):
         header.PatientName = saved
     family, given = name.split("=")[0].split("^")
     assert f"{family}, {given}" in text
+
+
+def test_the_same_result_gives_the_same_page(sample):
+    assert page_of(sample) == page_of(sample)  # invariant mode: no clock, no random ID

@@ -1,7 +1,9 @@
 """The one-page ECG report a clinician reads in any viewer: drawn with ReportLab, as vectors.
 
-:func:`render_page` is pure: from the ECG's header, its model input (500 Hz, 10 s, µV) and the
-result it returns the bytes of a one-page PDF, landscape A4 or Letter:
+:func:`render_page` is deterministic (ReportLab's invariant mode: no clock, no random IDs): from
+the ECG's header, its model input (500 Hz, 10 s, µV) and the result it returns the bytes of a
+one-page PDF, landscape A4 or Letter (it switches ReportLab's process-wide ASCII85 option off,
+see :func:`_setup`):
 
 - a header: patient name, ID, sex, birth date (or age), acquisition date and time,
   institution, each cleaned to its VR as the SR copies them;
