@@ -1,13 +1,14 @@
 # ecg2age-dicom: `make run` starts the service, `make test` runs every test.
 # Both install first: a .venv with the package and its extras, and the Debian packages the
-# service and its tests use (dcmtk, dicom3tools, poppler-utils, fonts-dejavu-core).
+# service and its tests use (dcmtk, dicom3tools, poppler-utils, fonts-dejavu-core, and
+# orthanc as a real PACS).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := dcmtk dicom3tools poppler-utils fonts-dejavu-core
+DEBIAN_PACKAGES := dcmtk dicom3tools poppler-utils fonts-dejavu-core orthanc
 # Commands that prove each Debian package is present.
-DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy pdftoppm pdftotext
+DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy pdftoppm pdftotext Orthanc
 # Files that prove the others (fonts-dejavu-core: names outside WinAnsi on the PDF report).
 DEBIAN_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 
@@ -47,11 +48,6 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	@command -v Orthanc >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing Debian's orthanc for the Orthanc baseline"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; \
-		else echo "WARNING: Orthanc not installed (apt-get install orthanc): its baseline is skipped" >&2; fi; }
 	$(BIN)/python -m benchmarks.bench_decode
 	$(BIN)/python -m benchmarks.bench_model
 	$(BIN)/python -m benchmarks.bench_report
