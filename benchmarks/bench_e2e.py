@@ -45,7 +45,16 @@ from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.store import make_engine, session_factory
 from ecg2age_dicom.store.models import ReceivedInstance
 from tests.ecg_factory import make_ecg
-from tests.peers import CLI, DCMTK_ENV, ROOT, Processes, free_port, port_open, wait_for
+from tests.peers import (
+    CLI,
+    DCMTK_ENV,
+    ROOT,
+    Processes,
+    free_port,
+    orthanc_config,
+    port_open,
+    wait_for,
+)
 
 CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
 STALL_LINES = ("Received unexpected", "DIMSE timeout reached while waiting")
@@ -171,24 +180,8 @@ def orthanc_rate(processes: Processes, work: Path, files: list[Path]) -> float |
     binary = shutil.which("Orthanc")
     if binary is None:
         return None
-    port, http = free_port(), free_port()
-    work.mkdir(parents=True, exist_ok=True)
-    config = work / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "bench",
-                "StorageDirectory": str(work / "orthanc-storage"),
-                "IndexDirectory": str(work / "orthanc-index"),
-                "DicomAet": "ORTHANC",
-                "DicomPort": port,
-                "HttpPort": http,
-                "RemoteAccessAllowed": False,
-                "DicomCheckCalledAet": False,
-                "Plugins": [],
-            }
-        )
-    )
+    port = free_port()
+    config = orthanc_config(work, "ORTHANC", port, free_port())
     return receive_rate(
         processes, "Orthanc", [binary, str(config)], port, "ORTHANC", files, work / "orthanc.log"
     )

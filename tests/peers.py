@@ -3,6 +3,7 @@ killed by PID at the end, DCMTK tools with Nagle off, free ports."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -105,3 +106,24 @@ def echoscu(port: int, calling: str = "CART1") -> subprocess.CompletedProcess:
         env=DCMTK_ENV,
         check=False,
     )
+
+
+def orthanc_config(folder: Path, ae_title: str, dicom_port: int, http_port: int) -> Path:
+    """An Orthanc configuration in ``folder`` (storage and index there too): local REST API
+    without login, no plugins, any called AE title accepted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "orthanc.json"
+    settings = {
+        "Name": ae_title,
+        "StorageDirectory": str(folder / "orthanc-storage"),
+        "IndexDirectory": str(folder / "orthanc-index"),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [],
+    }
+    config.write_text(json.dumps(settings))
+    return config

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ComprehensiveSRStorage, EncapsulatedPDFStorage
 
-from tests.peers import free_port, port_open, storescu, wait_for
+from tests.peers import free_port, orthanc_config, port_open, storescu, wait_for
 
 SAMPLE = get_testdata_file("waveform_ecg.dcm")
 
@@ -35,22 +35,7 @@ def rest(http_port: int, path: str) -> object:
 def test_the_sr_and_the_pdf_land_in_the_ecgs_study_in_orthanc(make_service, processes, tmp_path):
     binary = orthanc_or_skip()
     dicom_port, http_port = free_port(), free_port()
-    config = tmp_path / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "test",
-                "StorageDirectory": str(tmp_path / "orthanc-storage"),
-                "IndexDirectory": str(tmp_path / "orthanc-index"),
-                "DicomAet": "PACS",
-                "DicomPort": dicom_port,
-                "HttpPort": http_port,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-            }
-        )
-    )
+    config = orthanc_config(tmp_path / "orthanc", "PACS", dicom_port, http_port)
     processes.start([binary, str(config)], tmp_path / "orthanc.log")
     wait_for(lambda: port_open(dicom_port) and port_open(http_port), 60, "Orthanc to listen")
     service = make_service(pacs_port=dicom_port)
