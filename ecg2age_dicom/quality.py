@@ -166,7 +166,8 @@ def assess(ecg: ECG) -> Quality:
     if proportion > MAX_LIMB_PROPORTION:
         flags.append("limb_leads_out_of_proportion")
 
-    flags += _einthoven(dict(zip(names, settled, strict=True)))
+    leads = dict(zip(names, settled, strict=True))
+    flags += _einthoven(leads)
     good = [i for i, name in enumerate(names) if name not in bad]
     band = _filtered("qrs", fs, ac[good])[:, round(fs) :]
     beats, rate, likeness = _beats(band, fs)
@@ -194,7 +195,6 @@ def assess(ecg: ECG) -> Quality:
         for n, v in zip(names, wander, strict=True)
         if v > MAX_BASELINE_WANDER_UV
     ]
-    leads = dict(zip(names, settled, strict=True))
     if _arms_reversed(leads["I"], leads["II"], beats, fs):
         flags.append("arm_electrodes_reversed_or_dextrocardia")
     return Quality(tuple(flags), round(rate, 1), round(likeness, 3))

@@ -323,9 +323,7 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
                     {
                         "kind": report.kind,
                         "sop_instance_uid": report.sop_instance_uid,
-                        "status": _delivery_state(report.deliveries)
-                        if report.deliveries
-                        else InstanceStatus.PREDICTED.value,
+                        "status": _delivery_state(report.deliveries),
                     }
                     for report in reports
                 ],
