@@ -44,7 +44,7 @@ def build_pdf_document(
     """
     uid = sop_instance_uid or generate_uid()
     when = content_datetime or datetime.now()
-    research = "" if algorithm.validated_for_clinical_use else " - not for clinical use"
+    research = algorithm.research_suffix
     title = f"ECG age report, {algorithm.name} {algorithm.version}{research}"
 
     document = Dataset()

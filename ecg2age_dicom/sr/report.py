@@ -74,6 +74,11 @@ class AlgorithmDescription:
     intended_use: str
     validated_for_clinical_use: bool
 
+    @property
+    def research_suffix(self) -> str:
+        """What every report's title adds for a model not validated for clinical use."""
+        return "" if self.validated_for_clinical_use else " - not for clinical use"
+
 
 def quality_text(flags: Sequence[str]) -> str:
     """The signal-quality text item's value: the flags, or "none"."""
@@ -220,12 +225,11 @@ def build_report_with_highdicom(
         procedure_reported=codes.TWELVE_LEAD_ECG,
         imaging_measurements=[group],
     )
-    research = "" if algorithm.validated_for_clinical_use else " - not for clinical use"
     with warnings.catch_warnings():
         # highdicom's person-name warning quotes the patient's name: no PHI in logs.
         warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
         document = _document(
-            sr_class, header, report, algorithm, research, sop_instance_uid, content_datetime
+            sr_class, header, report, algorithm, sop_instance_uid, content_datetime
         )
     return document
 
@@ -235,7 +239,6 @@ def _document(
     header: Dataset,
     report: hd.sr.MeasurementReport,
     algorithm: AlgorithmDescription,
-    research: str,
     sop_instance_uid: str | None,
     content_datetime: datetime | None,
 ) -> hd.sr.ComprehensiveSR:
@@ -250,7 +253,9 @@ def _document(
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=True,
-        series_description=f"{algorithm.name} {algorithm.version} ECG age{research}"[:64],
+        series_description=(
+            f"{algorithm.name} {algorithm.version} ECG age{algorithm.research_suffix}"[:64]
+        ),
         software_versions=f"ecg2age-dicom {__version__}",
         content_date=when.date(),
         content_time=when.time(),
