@@ -53,7 +53,7 @@ def main() -> None:
         "quality gate": lambda item: quality.assess(item.ecg),
         "SR (fast path)": lambda item: build_outputs(item, score, algorithm, ["sr"]),
         "PDF page": lambda item: pdf.render_page(
-            item.header, item.model_input, item.ecg.leads_derived, result, algorithm
+            item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm
         ),
         "Encapsulated PDF instance": lambda item: build_outputs(item, score, algorithm, ["pdf"]),
     }

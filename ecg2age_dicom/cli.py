@@ -29,8 +29,6 @@ from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
 from ecg2age_dicom.outputs import build_outputs
 from ecg2age_dicom.store import open_store, queries
 
-MODEL_FS = 500
-MODEL_SECONDS = 10.0
 DEFAULT_DATA_DIR = Path("../shared/data")
 PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
 PREDICT_FIELDS = (
@@ -108,7 +106,7 @@ def inspect_file(path: Path) -> InspectResult:
     except InvalidECG as exc:
         result.error = exc.reason
         return result
-    model_input = waveform.to_model_input(ecg, MODEL_FS, MODEL_SECONDS)
+    model_input = waveform.to_model_input(ecg)
     result.group_label = ecg.group_label
     result.sampling_frequency = ecg.sampling_frequency
     result.duration_s = round(ecg.duration_s, 3)
@@ -132,8 +130,11 @@ def _print_inspect_table(result: InspectResult, out: TextIO) -> None:
         return
     rows = [
         ("group", result.group_label or "(no label)"),
-        ("sampling rate", f"{result.sampling_frequency:g} Hz (model input: {MODEL_FS} Hz)"),
-        ("duration", f"{result.duration_s:.2f} s (model input: {MODEL_SECONDS:g} s)"),
+        (
+            "sampling rate",
+            f"{result.sampling_frequency:g} Hz (model input: {waveform.STANDARD_HZ} Hz)",
+        ),
+        ("duration", f"{result.duration_s:.2f} s (model input: {waveform.STANDARD_SECONDS:g} s)"),
         ("leads found", " ".join(result.leads_found)),
         ("leads derived", " ".join(result.leads_derived) or "none"),
         ("units", ", ".join(result.units)),

@@ -58,7 +58,7 @@ def build_outputs(
                 item.quality.flags,
             )
             page = pdf.render_page(
-                item.header, item.model_input, item.ecg.leads_derived, result, algorithm, paper
+                item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm, paper
             )
             uid, encoded = pdf.build_pdf_document(item.header, page, algorithm)
             made.append(Output(kind, uid, encoded))

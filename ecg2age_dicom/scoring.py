@@ -45,6 +45,9 @@ class Scorable:
         What the signal-quality gate found (its flags: empty when clean).
     model_input:
         (samples, 12) float32 in microvolts, as the card asks.
+    standard_signal:
+        The standard 10 s at 500 Hz (float32 µV) the PDF page draws: the model input itself
+        when the card asks for that.
     chronological_age:
         Years at the recording, when the ECG says.
     """
@@ -55,6 +58,7 @@ class Scorable:
     quality: quality.Quality
     model_input: np.ndarray
     chronological_age: float | None
+    standard_signal: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,11 @@ def prepare(ds: Dataset, card: ModelCard) -> Scorable:
     values = model_input(ecg, card)
     fitness = quality.assess(ecg)
     header = encoded_copy(ds, leave_out=(WAVEFORM_SEQUENCE,))
-    return Scorable(identity, header, ecg, fitness, values, chronological_age(ds))
+    standard = card.input.sampling_rate_hz == waveform.STANDARD_HZ and card.input.samples == round(
+        waveform.STANDARD_HZ * waveform.STANDARD_SECONDS
+    )
+    drawn = values if standard else waveform.to_model_input(ecg)
+    return Scorable(identity, header, ecg, fitness, values, chronological_age(ds), drawn)
 
 
 def score(

@@ -65,6 +65,9 @@ MIN_SAMPLING_HZ = 50.0
 MAX_SAMPLING_HZ = 2000.0
 MIN_DURATION_S = 5.0
 MAX_DURATION_S = 60.0
+STANDARD_HZ = 500
+STANDARD_SECONDS = 10.0
+"""The standard resting ECG: 10 s at 500 Hz (the default model's input; the PDF page draws it)."""
 
 # CID 3001 lead numbers shared by MDC ("2:n", or the plain number 131072 + n) and SCP-ECG
 # ("5.6.3-9-n").
@@ -677,7 +680,9 @@ def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
     return np.pad(samples, ((before, n - length - before), (0, 0)))
 
 
-def to_model_input(ecg: ECG, fs: int = 500, seconds: float = 10.0) -> np.ndarray:
+def to_model_input(
+    ecg: ECG, fs: int = STANDARD_HZ, seconds: float = STANDARD_SECONDS
+) -> np.ndarray:
     """The model's input: float32 (fs x seconds, 12) in microvolts, leads in :data:`LEADS` order.
 
     Length policy: the recording is resampled to ``fs`` with :func:`resample`, then a longer

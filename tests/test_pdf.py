@@ -37,7 +37,7 @@ def sample() -> scoring.Scorable:
 
 def page_of(item: scoring.Scorable, algorithm=RESEARCH, paper="A4", result=RESULT) -> bytes:
     return render_page(
-        item.header, item.model_input, item.ecg.leads_derived, result, algorithm, paper
+        item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm, paper
     )
 
 
@@ -87,6 +87,19 @@ def test_derived_leads_are_marked(tmp_path):
     text = text_of(page_of(item))
     assert all(f"{lead}*" in text for lead in ("III", "aVR", "aVL", "aVF"))
     assert "* derived from I and II" in text and "V1*" not in text
+
+
+def test_the_page_draws_10_s_at_500_hz_whatever_rate_the_model_takes():
+    card = load_card(CARD)
+    card = card.model_copy(
+        update={"input": card.input.model_copy(update={"sampling_rate_hz": 250, "samples": 3000})}
+    )
+    item = scoring.prepare(make_ecg(fs=1000, seconds=10.0).dataset, card)
+    assert item.model_input.shape == (3000, 12)
+    assert item.standard_signal.shape == (5000, 12)
+    lead_ii = item.standard_signal[:, 1]
+    # the same 1-9 s at twice the rate (the 12 s model input pads 1 s before the recording)
+    assert np.corrcoef(lead_ii[500:4500:2], item.model_input[500:2500, 1])[0, 1] > 0.99
 
 
 def test_the_calibration_pulse_is_10_mm_tall_on_the_rendered_page(sample, tmp_path):

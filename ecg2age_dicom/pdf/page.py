@@ -1,7 +1,7 @@
 """The one-page ECG report a clinician reads in any viewer: drawn with ReportLab, as vectors.
 
 :func:`render_page` is deterministic (ReportLab's invariant mode: no clock, no random IDs): from
-the ECG's header, its model input (500 Hz, 10 s, µV) and the result it returns the bytes of a
+the ECG's header, its standard 10 s at 500 Hz (µV) and the result it returns the bytes of a
 one-page PDF, landscape A4 or Letter (it switches ReportLab's process-wide ASCII85 option off,
 see :func:`_setup`):
 
@@ -18,12 +18,13 @@ Text is text (searchable, copyable; Helvetica, or DejaVu Sans embedded for a hea
 Helvetica cannot show). The grid and traces are written as PDF path operators in one pass
 per lead (ReportLab's ``lineTo`` per point costs about 9 µs: 175 ms a page), in a coordinate
 system of 0.01 mm, in which 1 µV at 10 mm/mV is one unit; one sample in two is drawn (the one
-farther from the baseline: 0.1 mm apart, no peak lowered).
+farther from the baseline, at the pair's first: 0.1 mm apart, no peak lowered).
 """
 
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,17 +36,17 @@ from pydicom.valuerep import PersonName
 from reportlab import rl_config
 from reportlab.lib.pagesizes import A4, landscape, letter
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase import pdfdoc, pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
 from ecg2age_dicom import __version__
 from ecg2age_dicom.sr.report import AlgorithmDescription, copied_attributes, quality_text
 from ecg2age_dicom.vr import clean_value, date_of
-from ecg2age_dicom.waveform import LEADS
+from ecg2age_dicom.waveform import LEADS, STANDARD_HZ
 
 PAPER = {"A4": landscape(A4), "letter": landscape(letter)}
-SAMPLING_HZ = 500.0  # of the model input drawn here
+SAMPLING_HZ = float(STANDARD_HZ)  # of the signal drawn here
 SPEED_MM_PER_S = 25.0
 MARGIN_MM = 10.0
 PULSE_MM = 8.0  # room for the calibration pulse before each row
@@ -70,6 +71,14 @@ class PageResult:
     chronological_age_years: float | None
     age_gap_years: float | None
     quality_flags: Sequence[str]
+
+
+class _FastFlate(pdfdoc.PDFStreamFilterZCompress):
+    """Flate at zlib level 1: a page 15 % larger than at ReportLab's level 6, compressed
+    seven times faster (1 ms instead of 6: half the page's CPU time)."""
+
+    def encode(self, text: str | bytes) -> bytes:
+        return zlib.compress(text.encode() if isinstance(text, str) else text, 1)
 
 
 def _setup() -> None:
@@ -100,18 +109,23 @@ def row_baseline_mm(row: int) -> float:
     return grid_top_mm() - ROW_MM / 2 - ROW_MM * row
 
 
-def _polyline(x_units: np.ndarray, y_units: np.ndarray) -> str:
-    """PDF path operators for a polyline, in whole trace units (one %-format in C)."""
-    points = np.rint(np.column_stack((x_units, y_units))).astype(np.int64).ravel().tolist()
-    lines = "%d %d l " * (len(points) // 2 - 1)  # one C call formats every point
-    return f"{points[0]} {points[1]} m " + lines % tuple(points[2:])
+# A 1 mV pulse (1000 units = 10 mm high) of 200 ms (5 mm), in trace units.
+_PULSE = "0 0 m 100 0 l 100 1000 l 600 1000 l 600 0 l 700 0 l "
 
 
-def _peaks_kept(values: np.ndarray) -> np.ndarray:
-    """Indices of one sample in each pair, the one farther from the baseline: 0.1 mm apart on
-    paper, half the points to write, and no peak lowered."""
+@lru_cache(maxsize=4)
+def _polyline_template(points: int, pitch: int) -> str:
+    """PDF path operators of a polyline of ``points`` points ``pitch`` units apart, with a
+    ``%d`` for each y: the x values are formatted once, the y values per page in one C call."""
+    return "0 %d m " + "".join(f"{pitch * k} %d l " for k in range(1, points))
+
+
+def _peaks(values: np.ndarray) -> np.ndarray:
+    """One value for each pair of samples, the one farther from the baseline: half the points
+    to write (0.1 mm apart on paper), no peak lowered, none moved by more than one sample."""
     pairs = values[: values.size // 2 * 2].reshape(-1, 2)
-    return 2 * np.arange(len(pairs)) + np.argmax(np.abs(pairs), axis=1)
+    farther = np.argmax(np.abs(pairs), axis=1)[:, np.newaxis]
+    return np.take_along_axis(pairs, farther, axis=1)[:, 0]
 
 
 @lru_cache(maxsize=4)
@@ -133,27 +147,25 @@ def _grid(left_mm: float, width_mm: float) -> str:
 
 
 def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -> str:
-    """Every lead segment and the rhythm strip, with a calibration pulse per row; each path
-    drawn from its own origin, so that its numbers stay short."""
-    step = SPEED_MM_PER_S / SAMPLING_HZ / 0.01  # trace units per sample: 5 at 500 Hz
+    """Every lead segment and the rhythm strip, each on its row's line whatever its offset
+    (less its median), with a calibration pulse per row; each path drawn from its own origin,
+    so that its numbers stay short."""
+    pitch = round(2 * SPEED_MM_PER_S / SAMPLING_HZ / 0.01)  # units per pair of samples: 10
     column = round(COLUMN_S * SAMPLING_HZ)
-    paths = []
-    for row in range(4):
-        base = row_baseline_mm(row) * mm
-        pulse_x = np.array([0, 100, 100, 600, 600, 700], dtype=float)  # 5 mm = 200 ms wide
-        pulse_y = np.array([0, 0, 1000, 1000, 0, 0], dtype=float)  # 1000 units = 10 mm
-        paths.append((pulse_left_mm * mm, base, _polyline(pulse_x, pulse_y)))
-        leads = [RHYTHM_LEAD] if row == 3 else [names[row] for names in COLUMNS]
-        for index, lead in enumerate(leads):
-            start = 0 if row == 3 else index * column
-            stop = signal_uv.shape[0] if row == 3 else start + column
-            values = signal_uv[start:stop, LEADS.index(lead)]
-            values = values - np.median(values)  # on its row's line, whatever the offset
-            left = (trace_left_mm + start / SAMPLING_HZ * SPEED_MM_PER_S) * mm
-            kept = _peaks_kept(values)
-            paths.append((left, base, _polyline(kept * step, values[kept])))
+    segments = [(trace_left_mm, 3, signal_uv[:, LEADS.index(RHYTHM_LEAD)])]
+    for index, names in enumerate(COLUMNS):
+        left = trace_left_mm + index * COLUMN_S * SPEED_MM_PER_S
+        rows = signal_uv[index * column : (index + 1) * column]
+        segments += [(left, row, rows[:, LEADS.index(name)]) for row, name in enumerate(names)]
+    paths = [(pulse_left_mm, row, _PULSE) for row in range(4)]
+    for left, row, values in segments:
+        y = np.rint(_peaks(values - np.median(values))).astype(np.int64).tolist()
+        paths.append((left, row, _polyline_template(len(y), pitch) % tuple(y)))
     width = 0.6 / UNIT  # 0.6 pt
-    drawn = (f"q {UNIT:.6f} 0 0 {UNIT:.6f} {x:.2f} {y:.2f} cm {p}S Q" for x, y, p in paths)
+    drawn = (
+        f"q {UNIT:.6f} 0 0 {UNIT:.6f} {x * mm:.2f} {row_baseline_mm(row) * mm:.2f} cm {p}S Q"
+        for x, row, p in paths
+    )
     return f"q 0 0 0 RG {width:.1f} w 1 j " + " ".join(drawn) + " Q"
 
 
@@ -240,12 +252,15 @@ def render_page(
 ) -> bytes:
     """The report page as PDF bytes (see the module docstring).
 
-    ``signal_uv`` is the model input: (5000, 12) µV at 500 Hz in :data:`LEADS` order.
+    ``signal_uv``: 10 s at 500 Hz, (5000, 12) µV in :data:`LEADS` order (the standard ECG of
+    :func:`~ecg2age_dicom.waveform.to_model_input`).
     """
     _setup()
     width, height = PAPER[paper]
     buffer = io.BytesIO()
-    canvas = Canvas(buffer, pagesize=(width, height), pageCompression=1, invariant=1)
+    canvas = Canvas(buffer, pagesize=(width, height), pageCompression=0, invariant=1)
+    # ReportLab's hook for the filters of every stream it does not compress itself
+    canvas._doc.defaultStreamFilters = [_FastFlate()]
     canvas.setTitle(f"ECG age report - {algorithm.name} {algorithm.version}")
     canvas.setCreator(f"ecg2age-dicom {__version__}")
     pulse_left = MARGIN_MM + 1.0
