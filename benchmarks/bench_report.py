@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python -m benchmarks.bench_report [--files N] [--runs R]`` (``make bench`` runs
 it). For N factory ECGs (500 and 1000 Hz) and pydicom's sample, prepared once through the
 scoring path, it measures the process CPU time of :func:`~ecg2age_dicom.quality.assess`, of the
-SR (fast path), of the PDF page (:func:`~ecg2age_dicom.pdf.render_page`) and of the whole
-Encapsulated PDF instance, R times each; it prints the median and the worst run's median.
+SR (fast path), of the PDF page (:func:`~ecg2age_dicom.pdf.render_page`), of the whole
+Encapsulated PDF instance and of the Secondary Capture instance (page and image), R times
+each; it prints the median and the worst run's median.
 Target (issue 11): <= 25 ms CPU per PDF, median.
 """
 
@@ -56,6 +57,7 @@ def main() -> None:
             item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm
         ),
         "Encapsulated PDF instance": lambda item: build_outputs(item, score, algorithm, ["pdf"]),
+        "Secondary Capture instance": lambda item: build_outputs(item, score, algorithm, ["sc"]),
     }
     print(f"{len(items)} ECGs, {args.runs} runs; CPU ms per ECG, median (worst run)")
     for name, make in cases.items():

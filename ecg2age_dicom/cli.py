@@ -26,7 +26,7 @@ from ecg2age_dicom.dicomfile import expand_paths, read_dataset, write_atomically
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.identity import check_identity, is_valid_uid
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
-from ecg2age_dicom.outputs import build_outputs
+from ecg2age_dicom.outputs import KINDS, build_outputs
 from ecg2age_dicom.store import open_store, queries
 
 DEFAULT_DATA_DIR = Path("../shared/data")
@@ -41,10 +41,7 @@ PREDICT_FIELDS = (
     "model_name",
     "model_version",
     "error",
-    "sr_sop_instance_uid",
-    "sr_path",
-    "pdf_sop_instance_uid",
-    "pdf_path",
+    *(f"{kind}_{field}" for kind in KINDS for field in ("sop_instance_uid", "path")),
 )
 
 
@@ -492,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sr_dir",
         type=Path,
         default=None,
-        help="write each ECG's report objects ([report] outputs: SR, PDF) into this folder",
+        help="write each ECG's report objects ([report] outputs: SR, PDF, image) into this folder",
     )
     predict.set_defaults(handler=cmd_predict)
 

@@ -103,8 +103,17 @@ class SRSettings(_Section):
 class ReportSettings(_Section):
     """``[report]``: which report objects are made for each ECG, and the PDF's paper."""
 
-    outputs: list[Literal["sr", "pdf"]] = ["sr", "pdf"]
+    outputs: list[Literal["sr", "pdf", "sc"]] = ["sr", "pdf"]
     paper: Literal["A4", "letter"] = "A4"
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, kinds: list[str]) -> list[str]:
+        if not kinds:
+            raise ValueError("names no object: every scored ECG needs a report")
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("names an object twice")
+        return kinds
 
 
 class Destination(_Section):

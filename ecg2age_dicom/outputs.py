@@ -5,9 +5,11 @@ kind    object
 ======  ====================================================================================
 sr      TID 1500 Structured Report (:func:`~ecg2age_dicom.sr.build_report`)
 pdf     Encapsulated PDF of the one-page report (:mod:`ecg2age_dicom.pdf`)
+sc      Secondary Capture image of that page (:mod:`ecg2age_dicom.pdf.capture`), optional
 ======  ====================================================================================
 
-:func:`build_outputs` is pure: each object encoded, with its SOP Instance UID.
+:func:`build_outputs` is pure: each object encoded, with its SOP Instance UID; the PDF and the
+image show the same page, drawn once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 
 from ecg2age_dicom import pdf, sr
 from ecg2age_dicom.scoring import Scorable, Score
+
+KINDS = ("sr", "pdf", "sc")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,17 @@ def build_outputs(
     paper: str = "A4",
 ) -> list[Output]:
     """Every object of ``kinds`` for one scored ECG, in that order."""
+    page = b""
+    if {"pdf", "sc"} & set(kinds):
+        result = pdf.PageResult(
+            score.predicted_age_years,
+            score.chronological_age_years,
+            score.age_gap_years,
+            item.quality.flags,
+        )
+        page = pdf.render_page(
+            item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm, paper
+        )
     made = []
     for kind in kinds:
         if kind == "sr":
@@ -51,17 +66,9 @@ def build_outputs(
             )
             made.append(Output(kind, report.sop_instance_uid, report.encoded))
         elif kind == "pdf":
-            result = pdf.PageResult(
-                score.predicted_age_years,
-                score.chronological_age_years,
-                score.age_gap_years,
-                item.quality.flags,
-            )
-            page = pdf.render_page(
-                item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm, paper
-            )
-            uid, encoded = pdf.build_pdf_document(item.header, page, algorithm)
-            made.append(Output(kind, uid, encoded))
+            made.append(Output(kind, *pdf.build_pdf_document(item.header, page, algorithm)))
+        elif kind == "sc":
+            made.append(Output(kind, *pdf.build_capture(item.header, page, algorithm)))
         else:
             raise ValueError(f"unknown report output {kind!r}")
     return made

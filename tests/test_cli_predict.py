@@ -69,12 +69,17 @@ def test_predict_the_real_sample_with_the_default_model(tmp_path):
 
 
 def test_predict_writes_only_the_configured_outputs(tmp_path, monkeypatch):
-    monkeypatch.setenv("ECG2AGE__REPORT__OUTPUTS", '["pdf"]')
+    monkeypatch.setenv("ECG2AGE__REPORT__OUTPUTS", '["pdf", "sc"]')
     monkeypatch.setenv("ECG2AGE__REPORT__PAPER", "letter")
-    code, text = run("predict", str(SAMPLE), "--format", "json", "--out-dir", str(tmp_path))
-    row = json.loads(text)
-    assert code == 0 and row["sr_path"] is None and row["pdf_path"]
-    assert [p.name for p in tmp_path.glob("*.dcm")] == [f"{row['pdf_sop_instance_uid']}.dcm"]
+    code, text = run("predict", str(SAMPLE), "--format", "csv", "--out-dir", str(tmp_path))
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert code == 0 and row["sr_path"] == "" and row["pdf_path"] and row["sc_path"]
+    assert sorted(p.name for p in tmp_path.glob("*.dcm")) == sorted(
+        f"{row[kind]}.dcm" for kind in ("pdf_sop_instance_uid", "sc_sop_instance_uid")
+    )
+    image = pydicom.dcmread(row["sc_path"])
+    # letter at 150 dpi (PDFium rounds a pixel up)
+    assert (image.Columns - 11 * 150, image.Rows - round(8.5 * 150)) in [(0, 0), (1, 1), (1, 0)]
 
 
 def test_predict_reports_bad_files_and_goes_on(tmp_path):

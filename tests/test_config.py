@@ -105,6 +105,9 @@ def test_the_default_file_is_used_when_present(tmp_path, monkeypatch):
         ("[delivery]\ninitial_backoff_s = 60\nmax_backoff_s = 5\n", "max_backoff_s"),
         ("[sr]\nsend_to = ['NOWHERE']\n", "sr.send_to names NOWHERE"),
         ("[[destinations]]\nname = 'X'\nae_title = 'X'\nhost = 'h'\n", "destinations.0.port"),
+        ("[report]\noutputs = []\n", "report.outputs: Value error, names no object"),
+        ("[report]\noutputs = ['sr', 'pdf', 'sr']\n", "report.outputs: Value error, names"),
+        ("[report]\noutputs = ['sr', 'png']\n", "report.outputs.1"),
     ],
 )
 def test_bad_files_fail_naming_the_key_and_file(tmp_path, text, named):

@@ -11,12 +11,13 @@ import pydicom
 import pypdf
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import EncapsulatedPDFStorage
+from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage
 
 from ecg2age_dicom import scoring
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.model import load_card
-from ecg2age_dicom.pdf import PageResult, build_pdf_document, render_page
+from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page
+from ecg2age_dicom.pdf import capture as raster
 from ecg2age_dicom.pdf import page as layout
 from ecg2age_dicom.sr import AlgorithmDescription, build_report
 from ecg2age_dicom.waveform import REQUIRED_LEADS
@@ -102,6 +103,16 @@ def test_the_page_draws_10_s_at_500_hz_whatever_rate_the_model_takes():
     assert np.corrcoef(lead_ii[500:4500:2], item.model_input[500:2500, 1])[0, 1] > 0.99
 
 
+def pulse_pixels(image: np.ndarray, pixels_per_mm: float) -> int:
+    """Dark pixels in the column 1 mm after the first row's pulse starts, around its 10 mm."""
+    height_mm = image.shape[0] / pixels_per_mm
+    x = round((layout.MARGIN_MM + 1.0 + 1.0) * pixels_per_mm)
+    top = round((height_mm - layout.row_baseline_mm(0) - 10.0) * pixels_per_mm)
+    margin = round(3 * pixels_per_mm)
+    window = image[top - margin : top + round(10 * pixels_per_mm) + margin, x - 2 : x + 3]
+    return int((window.min(axis=1) < 100).sum())
+
+
 def test_the_calibration_pulse_is_10_mm_tall_on_the_rendered_page(sample, tmp_path):
     pdf = tmp_path / "page.pdf"
     pdf.write_bytes(page_of(sample))
@@ -112,12 +123,7 @@ def test_the_calibration_pulse_is_10_mm_tall_on_the_rendered_page(sample, tmp_pa
         timeout=60,
     )
     image = _read_pgm(tmp_path / "page.pgm")
-    height_mm = image.shape[0] / 10
-    # The first row's pulse rises 1 mm after its left edge; look at that column.
-    x = round((layout.MARGIN_MM + 1.0 + 1.0) * 10)
-    top = round((height_mm - layout.row_baseline_mm(0) - 10.0) * 10)
-    column = image[top - 30 : top + 130, x - 2 : x + 3].min(axis=1) < 100  # black pixels
-    assert 98 <= column.sum() <= 103  # 10 mm, within a line width
+    assert 98 <= pulse_pixels(image, 10.0) <= 103  # 10 mm, within a line width
 
 
 def _read_pgm(path: Path) -> np.ndarray:
@@ -173,3 +179,49 @@ def test_names_in_other_scripts_read_back_from_the_page(sample, name):
 
 def test_the_same_result_gives_the_same_page(sample):
     assert page_of(sample) == page_of(sample)  # invariant mode: no clock, no random ID
+
+
+def test_the_capture_is_the_page_in_the_ecgs_study_in_its_own_series(sample):
+    pdf = page_of(sample)
+    uid, encoded = build_capture(sample.header, pdf, RESEARCH)
+    image = pydicom.dcmread(io.BytesIO(encoded))
+    assert image.SOPClassUID == SecondaryCaptureImageStorage and image.SOPInstanceUID == uid
+    assert image.StudyInstanceUID == sample.header.StudyInstanceUID
+    assert (image.PatientID, image.PatientName) == (
+        sample.header.PatientID,
+        sample.header.PatientName,
+    )
+    assert image.SourceInstanceSequence[0].ReferencedSOPInstanceUID == sample.header.SOPInstanceUID
+    assert image.BurnedInAnnotation == "YES"
+    assert "not for clinical use" in image.SeriesDescription
+    series = {
+        image.SeriesInstanceUID,
+        pydicom.dcmread(
+            io.BytesIO(build_pdf_document(sample.header, pdf, RESEARCH)[1])
+        ).SeriesInstanceUID,
+        build_report(sample.header, RESEARCH, 61.23, 42.0).dataset().SeriesInstanceUID,
+    }
+    assert len(series) == 3
+    # A4 landscape at 150 dpi, in colour
+    assert (image.Rows, image.Columns, image.SamplesPerPixel) == (1241, 1754, 3)
+    assert image.PhotometricInterpretation == "RGB"
+    assert np.array_equal(image.pixel_array, raster.rasterise(pdf))
+
+
+def test_the_capture_keeps_the_scale_its_pixel_spacing_states(sample):
+    image = pydicom.dcmread(io.BytesIO(build_capture(sample.header, page_of(sample), RESEARCH)[1]))
+    spacing = [float(value) for value in image.NominalScannedPixelSpacing]
+    assert spacing[0] == spacing[1] == pytest.approx(25.4 / raster.DPI, rel=1e-4)
+    grey = image.pixel_array.min(axis=2)  # black where every channel is dark
+    expected = 10.0 / spacing[0]  # the 1 mV pulse, 10 mm tall: about 59 pixels
+    assert abs(pulse_pixels(grey, 1 / spacing[0]) - expected) <= 3
+
+
+def test_dciodvfy_accepts_the_capture(sample, tmp_path):
+    path = write_atomically(
+        tmp_path / "sc.dcm", build_capture(sample.header, page_of(sample), RESEARCH)[1]
+    )
+    verify = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    output = verify.stdout + verify.stderr
+    assert "SCImage" in output
+    assert [line for line in output.splitlines() if line.startswith("Error")] == []

@@ -26,6 +26,7 @@ from pydicom.uid import (
     EnhancedSRStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -44,6 +45,7 @@ REPORT_STORAGE = (
     EnhancedSRStorage,
     Comprehensive3DSRStorage,
     EncapsulatedPDFStorage,
+    SecondaryCaptureImageStorage,
 )
 # Failures worth another try later: the destination may get resources or our authorisation.
 RETRYABLE_FAILURES = frozenset({*range(0xA700, 0xA800), 0x0124, 0x0210, 0x0211, 0x0212})

@@ -16,9 +16,10 @@ names in any script read back as sent. Codes: :mod:`ecg2age_dicom.sr.codes`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,7 +91,7 @@ def rounded_years(value: float) -> float:
     return round(float(value), 2)
 
 
-def _evidence_header(ecg: Dataset) -> Dataset:
+def evidence_header(ecg: Dataset) -> Dataset:
     """The ECG's identity and patient/study attributes, missing type 2 ones filled empty.
 
     highdicom reads these from the evidence and fails on absent ones; a header without the
@@ -112,6 +113,15 @@ def copied_attributes(ecg: Dataset) -> dict[str, str]:
     copied = {k: cleaned[k] or "" for k in _COPIED_EMPTY_IF_MISSING}
     copied.update((k, value) for k in _COPIED_IF_PRESENT if (value := cleaned[k]))
     return copied
+
+
+@contextlib.contextmanager
+def person_name_warnings_ignored() -> Iterator[None]:
+    """highdicom warns of every one-component name (an ID in a name field, "Anonymous") and
+    quotes it: not the administrator's concern, and no PHI for the log."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
+        yield
 
 
 def series_uid_for(study_instance_uid: str, algorithm: AlgorithmDescription, kind: str = "") -> str:
@@ -160,7 +170,7 @@ def build_report_with_highdicom(
     :func:`~ecg2age_dicom.sr.template.build_report`, which encodes a report built here once
     per model variant again with each ECG's values.
     """
-    header = _evidence_header(ecg)
+    header = evidence_header(ecg)
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name, version=algorithm.version, family=codes.ARTIFICIAL_INTELLIGENCE
     )
@@ -225,9 +235,7 @@ def build_report_with_highdicom(
         procedure_reported=codes.TWELVE_LEAD_ECG,
         imaging_measurements=[group],
     )
-    with warnings.catch_warnings():
-        # highdicom's person-name warning quotes the patient's name: no PHI in logs.
-        warnings.filterwarnings("ignore", message=".*person name.*", category=UserWarning)
+    with person_name_warnings_ignored():
         document = _document(
             sr_class, header, report, algorithm, sop_instance_uid, content_datetime
         )
