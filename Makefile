@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_decode
 	$(BIN)/python -m benchmarks.bench_model
 	$(BIN)/python -m benchmarks.bench_report
+	$(BIN)/python -m benchmarks.bench_worker
 	$(BIN)/python -m benchmarks.bench_e2e
 
 clean:

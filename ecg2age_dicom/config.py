@@ -101,7 +101,8 @@ class SRSettings(_Section):
 
 
 class ReportSettings(_Section):
-    """``[report]``: which report objects are made for each ECG, and the PDF's paper."""
+    """``[report]``: which report objects are made for each ECG (SR, PDF, the page's image),
+    and the page's paper."""
 
     outputs: list[Literal["sr", "pdf", "sc"]] = ["sr", "pdf"]
     paper: Literal["A4", "letter"] = "A4"
