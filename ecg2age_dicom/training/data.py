@@ -2,7 +2,9 @@
 
 Layout and rules: ``shared/data/README.md``. Signals are stored as int16 first differences;
 ``cumsum`` then the int16 cast restores them exactly (1 unit = 1 uV). Folds 9-10 are the test
-set: only :func:`load_ptbxl` with ``folds=TEST_FOLDS`` reads them, and only evaluation calls it.
+set: only :func:`load_ptbxl` with ``folds=TEST_FOLDS`` reads them, and only evaluation and the
+reference set that ships with the project (:func:`load_reference`, 200 of their records) call
+it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ TRAIN_FOLDS = (1, 2, 3, 4)
 VALIDATION_FOLDS = (5,)  # early stopping only
 TEST_FOLDS = (9, 10)  # final reporting only
 PTBXL_FS = 100
+REFERENCE_SET = (
+    Path(__file__).resolve().parents[2] / "model_zoo" / "reference" / "ptbxl-test-200.npz"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ def load_code15(data_dir: Path) -> Records:
             float(archive["fs"][0]),
             archive["length"],
         )
+
+
+def load_reference(path: Path = REFERENCE_SET) -> Records:
+    """The shipped reference set (:mod:`ecg2age_dicom.training.reference`): 200 PTB-XL test
+    records at 100 Hz with their ages."""
+    with _open(path) as archive:
+        return Records(_decode(archive), archive["age"], archive["ecg_id"], PTBXL_FS)
 
 
 def as_ecg(signal: np.ndarray, fs: float) -> ECG:
