@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
@@ -349,7 +350,46 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     if chronological is not None:
         print(f"chronological age {chronological:.1f} years", file=out)
-    return 0
+    return _verify_transform(runtime, settings.model.batch_size, out)
+
+
+def _verify_transform(runtime: ModelRuntime, batch_size: int, out: TextIO) -> int:
+    """Predict the reference set; 1 when the card's output transform gives implausible ages."""
+    from ecg2age_dicom.model.transforms import check_transforms
+    from ecg2age_dicom.training.data import REFERENCE_SET, as_ecg, load_reference
+
+    reference = load_reference()
+    card = runtime.card
+    inputs = [card.input.model_input(as_ecg(signal, reference.fs)) for signal in reference.signals]
+    raw = np.concatenate(
+        [
+            runtime.predict_raw(np.stack(inputs[start : start + batch_size]))
+            for start in range(0, len(inputs), batch_size)
+        ]
+    )
+    checks = check_transforms(raw, reference.ages, card.output.scale, card.output.offset)
+    print(
+        f"\nreference set: {len(reference.ages)} real ECGs ({REFERENCE_SET.name}), true age mean "
+        f"{reference.ages.mean():.1f} (sd {reference.ages.std():.1f}) years",
+        file=out,
+    )
+    print(f"  {'transform':<46}{'mean':>7}{'sd':>7}{'r':>7}{'MAE':>7}  plausible", file=out)
+    for check in checks:
+        name = f"{check.name} (x {check.scale:g} + {check.offset:g})"
+        print(
+            f"  {name:<46}{check.mean_years:7.1f}{check.sd_years:7.1f}{check.pearson_r:7.2f}"
+            f"{check.mae_years:7.1f}  {'yes' if check.plausible else 'NO'}",
+            file=out,
+        )
+    if checks[0].plausible:
+        return 0
+    better = [check.name for check in checks[1:] if check.plausible]
+    print(
+        "FAILED: the card's [output] scale/offset gives implausible ages on real ECGs"
+        + (f"; plausible: {', '.join(better)}" if better else ""),
+        file=out,
+    )
+    return 1
 
 
 def cmd_model_train(args: argparse.Namespace, out: TextIO) -> int:
@@ -500,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     actions = {
         "info": (cmd_model_info, "show the card, its metrics and the file's state"),
         "fetch": (cmd_model_fetch, "download the card's weights (resumable, sha256-checked)"),
-        "verify": (cmd_model_verify, "check sha256 and predict pydicom's sample ECG"),
+        "verify": (
+            cmd_model_verify,
+            "check sha256, the signature, pydicom's sample and the output transform on real ECGs",
+        ),
         "evaluate": (cmd_model_evaluate, "measure on PTB-XL folds 9-10 and CODE-15%"),
     }
     for name, (handler, text) in actions.items():

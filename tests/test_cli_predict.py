@@ -17,6 +17,7 @@ from pydicom.data import get_testdata_file
 from ecg2age_dicom.cli import main
 from ecg2age_dicom.waveform import LEADS, REQUIRED_LEADS
 from tests.ecg_factory import ecg_signal, make_ecg
+from tests.model_factory import ml4h_like_model, write_card
 
 EIGHT_LEADS = REQUIRED_LEADS  # I, II, V1-V6: the limb leads are derived
 
@@ -116,6 +117,9 @@ def test_model_info_and_verify():
     assert info["metrics"]["ptbxl_test"]["n"] == 4259
     code, text = run("model", "verify")
     assert code == 0 and "sha256 OK" in text and "predicted" in text
+    assert "reference set: 200 real ECGs" in text
+    card_line = next(line for line in text.splitlines() if line.strip().startswith("card ("))
+    assert card_line.endswith("yes")
     code, text = run("model", "info", "--card", "model_zoo/ECG2Age/model.toml")
     assert code == 0 and "MISSING (model fetch)" in text
 
@@ -152,3 +156,24 @@ def test_config_and_verbose_are_taken_before_or_after_the_command(tmp_path, caps
     for argv in (["--config", str(config), "results"], ["results", "--config", str(config), "-v"]):
         assert run(*argv)[0] == 2
         assert "listener.port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("transform", "code", "says"),
+    [
+        (
+            "",
+            1,
+            "FAILED: the card's [output] scale/offset gives implausible ages on real ECGs; "
+            "plausible: ml4h de-normalisation",
+        ),
+        ("scale = 20.7367\noffset = 54.4974\n", 0, "card (x 20.7367 + 54.4974)"),
+    ],
+)
+def test_verify_checks_the_output_transform_on_real_ecgs(tmp_path, transform, code, says):
+    model = ml4h_like_model(tmp_path / "tiny.keras")  # a z-scored age output
+    card = write_card(
+        tmp_path, model, "[output]\nkey = 'output_instance_age_continuous'\n" + transform
+    )
+    result, text = run("model", "verify", "--card", str(card))
+    assert result == code and says in text

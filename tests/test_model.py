@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,13 @@ from ecg2age_dicom.model import (
     CardInput,
     CardOutput,
     ModelRuntime,
+    configure_tensorflow,
     load_card,
     normalize,
     sha256_of,
     years_from_output,
 )
-from tests.model_factory import tiny_model, write_card
+from tests.model_factory import ml4h_like_model, tiny_model, write_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +165,74 @@ def test_output_transform(output, key, expected):
 def test_output_key_errors(output, key):
     with pytest.raises(ModelError):
         years_from_output(output, CardOutput(key=key))
+
+
+# -- drop-in readiness ---------------------------------------------------------------------
+
+ML4H_OUTPUT = "[output]\nkey = 'output_instance_age_continuous'\n"
+ML4H_TRANSFORM = "scale = 20.7367\noffset = 54.4974\n"
+
+
+def test_a_model_built_the_way_ml4h_builds_loads_with_its_key_and_transform(tmp_path):
+    model = ml4h_like_model(tmp_path / "tiny.keras")
+    runtime = ModelRuntime.load(write_card(tmp_path, model, ML4H_OUTPUT + ML4H_TRANSFORM))
+    ages = runtime.predict(np.ones((2, 5000, 12), np.float32))
+    np.testing.assert_allclose(ages, [54.4974, 54.4974], atol=1e-4)  # z-score 0: the mean age
+    np.testing.assert_allclose(runtime.predict_raw(np.ones((1, 5000, 12), np.float32)), [0.0])
+
+
+def test_a_model_whose_input_differs_from_its_card_is_refused_with_a_clear_message(tmp_path):
+    model = ml4h_like_model(tmp_path / "tiny.keras", samples=600)  # ml4h's median-beat maps
+    with pytest.raises(ModelError) as caught:
+        ModelRuntime.load(write_card(tmp_path, model, ML4H_OUTPUT))
+    reason = caught.value.reason
+    assert "'input_median_continuous' of shape (600, 12)" in reason
+    assert "its card says (5000, 12)" in reason
+
+
+def test_an_output_that_is_not_one_value_per_ecg_is_refused(tmp_path):
+    model = tiny_model(tmp_path / "tiny.keras", outputs="dict")
+    with pytest.raises(ModelError, match="gives \\(2,\\) values per ECG"):
+        ModelRuntime.load(write_card(tmp_path, model, "[output]\nkey = 'sex'\n"))
+
+
+CUSTOM_LAYER = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="site")
+class Doubling(keras.layers.Layer):
+    def call(self, inputs):
+        return inputs * 2.0
+"""
+
+
+def test_a_card_imports_the_modules_that_register_custom_layers(tmp_path, monkeypatch):
+    # The module lies beside the card: the card's folder is searched after the import path.
+    (tmp_path / "site_layers_for_test.py").write_text(CUSTOM_LAYER)
+    keras = configure_tensorflow()
+    with monkeypatch.context() as patch:
+        patch.syspath_prepend(str(tmp_path))
+        layers = importlib.import_module("site_layers_for_test")
+    inputs = keras.Input((5000, 12))
+    pooled = keras.layers.GlobalAveragePooling1D()(layers.Doubling()(inputs))
+    keras.Model(inputs, keras.layers.Dense(1)(pooled)).save(tmp_path / "tiny.keras")
+    # Forget the layer, as a fresh service process would not know it.
+    monkeypatch.delitem(sys.modules, "site_layers_for_test")
+    keras.saving.get_custom_objects().pop("site>Doubling")
+    with pytest.raises(ModelError, match="Keras cannot load"):
+        ModelRuntime.load(write_card(tmp_path, tmp_path / "tiny.keras"))
+    card = write_card(
+        tmp_path, tmp_path / "tiny.keras", "custom_modules = ['site_layers_for_test']\n"
+    )
+    assert ModelRuntime.load(card).predict(np.ones((1, 5000, 12), np.float32)).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("modules", "message"),
+    [("['os; rm -rf /']", "is not a Python module name"), ("['no_such_module_x']", "cannot be")],
+)
+def test_bad_custom_modules_are_named(tmp_path, tiny, modules, message):
+    shutil.copy(tiny, tmp_path / "tiny.keras")
+    with pytest.raises(ModelError, match=message):
+        ModelRuntime.load(write_card(tmp_path, tiny, f"custom_modules = {modules}\n"))

@@ -1,21 +1,25 @@
 """Model cards: a model's ``model.toml`` read, validated, and its file checked.
 
 A model is a folder under ``model_zoo/`` with a ``model.toml`` card (name, version, intended
-use, file, sha256, input layout and normalisation, output transform, measured metrics).
+use, file, sha256, modules to import first, input layout and normalisation, output transform,
+measured metrics).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ecg2age_dicom.config import describe_problems, read_toml
 from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.waveform import ECG, LEADS, to_model_input
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class _CardSection(BaseModel):
@@ -68,11 +72,23 @@ class ModelCard(_CardSection):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=1)
     source_url: str = ""
+    # Python modules imported before the file is loaded, for models with custom layers (the
+    # module registers them with keras.saving.register_keras_serializable); looked up on the
+    # import path, then in the card's folder.
+    custom_modules: list[str] = []
     input: CardInput = CardInput()
     output: CardOutput = CardOutput()
     metrics: dict[str, Metrics] = {}
 
     folder: Path = Path(".")
+
+    @field_validator("custom_modules")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _MODULE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a Python module name (package.module)")
+        return names
 
     @property
     def path(self) -> Path:

@@ -7,8 +7,10 @@ TensorFlow is imported only when a model is loaded, so decoding-only commands st
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,27 +36,103 @@ def normalize(batch: np.ndarray, card_input: CardInput) -> np.ndarray:
     return (batch - mean) / (std + np.float32(ZSCORE_EPSILON))
 
 
-def years_from_output(output: Any, card_output: CardOutput) -> np.ndarray:
-    """Pick the card's output (by name or index) and apply scale/offset: ages in years (B,)."""
+def select_output(output: Any, card_output: CardOutput) -> Any:
+    """The card's output (``[output] key``: a name or an index) of a model's output structure:
+    a dict (named outputs), a list / tuple, or one tensor or array.
+
+    Raises
+    ------
+    ModelError
+        The key names no output, or the model has several outputs and the card names none.
+    """
     if isinstance(output, dict):
         if card_output.key is None:
             if len(output) != 1:
                 raise ModelError(
                     f"the model has outputs {sorted(output)}: set [output] key in the card"
                 )
-            output = next(iter(output.values()))
-        elif card_output.key not in output:
+            return next(iter(output.values()))
+        if card_output.key not in output:
             raise ModelError(f"[output] key {card_output.key!r} is not one of {sorted(output)}")
-        else:
-            output = output[card_output.key]
-    elif isinstance(output, list | tuple):
+        return output[card_output.key]
+    if isinstance(output, list | tuple):
         key = 0 if card_output.key is None else card_output.key
         if not isinstance(key, int) or not -len(output) <= key < len(output):
             raise ModelError(f"[output] key {key!r} does not index the {len(output)} outputs")
-        output = output[key]
-    values = np.asarray(output, dtype=np.float64)
-    values = values.reshape(values.shape[0], -1)[:, 0]
-    return values * card_output.scale + card_output.offset
+        return output[key]
+    return output
+
+
+def raw_from_output(output: Any, card_output: CardOutput) -> np.ndarray:
+    """The card's output (by name or index), one value per ECG (B,), before scale/offset."""
+    values = np.asarray(select_output(output, card_output), dtype=np.float64)
+    return values.reshape(values.shape[0], -1)[:, 0]
+
+
+def years_from_output(output: Any, card_output: CardOutput) -> np.ndarray:
+    """Pick the card's output (by name or index) and apply scale/offset: ages in years (B,)."""
+    return raw_from_output(output, card_output) * card_output.scale + card_output.offset
+
+
+def check_signature(keras_model: Any, card: ModelCard) -> None:
+    """Refuse a model whose input or output does not fit its card, before any call.
+
+    A functional or sequential model states its signature: one input of (samples, leads),
+    the card's output one value per ECG. A model that states none (subclassed) is checked by
+    the warm-up call alone.
+
+    Raises
+    ------
+    ModelError
+        What differs, and which card keys say otherwise.
+    """
+    inputs = getattr(keras_model, "inputs", None)
+    if not inputs:
+        return
+    names = [str(getattr(tensor, "name", "?")) for tensor in inputs]
+    if len(inputs) != 1:
+        raise ModelError(
+            f"{card.path} takes {len(inputs)} inputs {names}; the service gives one ECG "
+            f"({card.input.samples}, {len(card.input.leads)})"
+        )
+    shape = tuple(inputs[0].shape[1:])
+    expected = (card.input.samples, len(card.input.leads))
+    if shape != expected:
+        raise ModelError(
+            f"{card.path} takes input {names[0]!r} of shape {shape} per ECG, but its card says "
+            f"{expected} ([input] samples = {card.input.samples}, {len(card.input.leads)} "
+            "leads): not the model this card describes, or a card to correct"
+        )
+    chosen = select_output(keras_model.output, card.output)
+    per_ecg = tuple(chosen.shape[1:])
+    if int(np.prod([1 if size is None else size for size in per_ecg])) != 1 or None in per_ecg:
+        raise ModelError(
+            f"{card.path} gives {per_ecg} values per ECG at [output] key "
+            f"{card.output.key!r}, not one age: set [output] key to the age output"
+        )
+
+
+def import_custom_modules(card: ModelCard) -> None:
+    """Import the card's ``custom_modules`` (on the import path, then in the card's folder).
+
+    Raises
+    ------
+    ModelError
+        A module cannot be imported (its error named).
+    """
+    if not card.custom_modules:
+        return
+    folder = str(card.folder.resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
+    for name in card.custom_modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # whatever the module's own import raises
+            raise ModelError(
+                f"card of {card.name} {card.version}: custom module {name!r} cannot be "
+                f"imported: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
@@ -108,12 +186,22 @@ class ModelRuntime:
         else:
             log.warning("model sha256 check disabled (development setting) model=%s", card.name)
         keras = configure_tensorflow(intra_op_threads, inter_op_threads)
+        import_custom_modules(card)
         try:
             keras_model = keras.saving.load_model(card.path, compile=False)
         except Exception as exc:  # Keras raises many types for unreadable files
             raise ModelError(f"Keras cannot load {card.path}: {exc}") from None
+        check_signature(keras_model, card)
         runtime = cls(card, keras_model)
-        runtime.predict(np.zeros((1, card.input.samples, len(card.input.leads)), np.float32))
+        try:
+            runtime.predict(np.zeros((1, card.input.samples, len(card.input.leads)), np.float32))
+        except ModelError:
+            raise
+        except Exception as exc:  # a subclassed model that does not take the card's input
+            raise ModelError(
+                f"{card.path} fails on one zero ECG of the card's shape "
+                f"({card.input.samples}, {len(card.input.leads)}): {type(exc).__name__}: {exc}"
+            ) from None
         if card.clinical_use_warning:
             log.warning(
                 "model=%s version=%s %s", card.name, card.version, card.clinical_use_warning
@@ -133,8 +221,14 @@ class ModelRuntime:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Ages in years (B,) for a (B, samples, 12) float32 batch in microvolts."""
+        return years_from_output(self._output(batch), self.card.output)
+
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """The model's own value (B,) before the card's scale and offset (``model verify``)."""
+        return raw_from_output(self._output(batch), self.card.output)
+
+    def _output(self, batch: np.ndarray) -> Any:
         expected = (self.card.input.samples, len(self.card.input.leads))
         if batch.ndim != 3 or batch.shape[1:] != expected:
             raise ModelError(f"batch shape {batch.shape} does not match (B, {expected[0]}, 12)")
-        output = self.keras_model.predict_on_batch(normalize(batch, self.card.input))
-        return years_from_output(output, self.card.output)
+        return self.keras_model.predict_on_batch(normalize(batch, self.card.input))
