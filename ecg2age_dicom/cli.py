@@ -38,6 +38,7 @@ PREDICT_FIELDS = (
     "predicted_age_years",
     "chronological_age_years",
     "age_gap_years",
+    "age_gap_corrected_years",
     "quality_flags",
     "model_name",
     "model_version",
@@ -215,6 +216,7 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
             row["predicted_age_years"] = result.predicted_age_years
             row["chronological_age_years"] = result.chronological_age_years
             row["age_gap_years"] = result.age_gap_years
+            row["age_gap_corrected_years"] = result.age_gap_corrected_years
             row["quality_flags"] = list(item.quality.flags)
             if args.sr_dir is None:
                 continue

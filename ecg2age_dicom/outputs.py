@@ -49,6 +49,7 @@ def build_outputs(
             score.chronological_age_years,
             score.age_gap_years,
             item.quality.flags,
+            score.age_gap_corrected_years,
         )
         page = pdf.render_page(
             item.header, item.standard_signal, item.ecg.leads_derived, result, algorithm, paper

@@ -211,6 +211,7 @@ class Pipeline:
             predicted_age_years=report.score.predicted_age_years,
             chronological_age_years=report.score.chronological_age_years,
             age_gap_years=report.score.age_gap_years,
+            age_gap_corrected_years=report.score.age_gap_corrected_years,
             quality_flags=report.quality_flags,
             reports=report.objects,
             destinations=self.send_to,

@@ -63,10 +63,12 @@ class Scorable:
 
 @dataclass(frozen=True)
 class Score:
-    """One ECG's result, in years with two decimals; the gap is their difference."""
+    """One ECG's result, in years with two decimals; the gap is their difference, and the
+    corrected gap what the card's correction leaves of it (None without one)."""
 
     predicted_age_years: float
     chronological_age_years: float | None
+    age_gap_corrected_years: float | None = None
 
     @property
     def age_gap_years(self) -> float | None:
@@ -122,22 +124,28 @@ def score(
         return []
     ages = runtime.predict(np.stack(inputs))
     known = chronological_ages or [None] * len(inputs)
+    correction = runtime.card.age_gap.correction() if runtime.card.age_gap else None
     results: list[Score | str] = []
     for predicted, chronological in zip(ages, known, strict=True):
         if not np.isfinite(predicted):
             results.append(f"the model gave no finite age ({float(predicted)})")
             continue
-        results.append(
-            Score(
-                round(float(predicted), 2),
-                None if chronological is None else round(chronological, 2),
-            )
-        )
+        years = round(float(predicted), 2)
+        if chronological is None:
+            results.append(Score(years, None))
+            continue
+        age = round(chronological, 2)
+        corrected = correction.corrected_gap(years, age) if correction else None
+        results.append(Score(years, age, None if corrected is None else round(corrected, 2)))
     return results
 
 
 def algorithm_of(card: ModelCard) -> sr.AlgorithmDescription:
     """What a report says about the card's model."""
     return sr.AlgorithmDescription(
-        card.name, card.version, card.intended_use, card.validated_for_clinical_use
+        card.name,
+        card.version,
+        card.intended_use,
+        card.validated_for_clinical_use,
+        card.age_gap.correction() if card.age_gap else None,
     )

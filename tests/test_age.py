@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from ecg2age_dicom.age import chronological_age
+from ecg2age_dicom.age import GapCorrection, chronological_age, fit_gap_correction
 
 
 def header(**values: str) -> Dataset:
@@ -48,3 +49,28 @@ def test_age_from_the_best_attribute(values, years):
 )
 def test_no_age_when_the_attributes_do_not_give_one(values):
     assert chronological_age(header(**values)) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "truth"), [("linear", (20.0, -0.3)), ("quadratic", (5.0, 0.3, -0.005))]
+)
+def test_the_fitted_correction_removes_the_gaps_dependence_on_age(method, truth):
+    rng = np.random.default_rng(0)
+    ages = rng.uniform(18, 90, 5000)
+    regressed = sum(c * ages**k for k, c in enumerate(truth))  # the gap a model makes
+    predicted = ages + regressed + rng.normal(0, 5, ages.size)
+    correction = fit_gap_correction(predicted, ages, method, "synthetic")
+    np.testing.assert_allclose(correction.coefficients, truth, rtol=0.05, atol=0.3)
+    corrected = np.array(
+        [correction.corrected_gap(p, a) for p, a in zip(predicted, ages, strict=True)]
+    )
+    assert abs(np.corrcoef(predicted - ages, ages)[0, 1]) > 0.3
+    assert abs(np.corrcoef(corrected, ages)[0, 1]) < 0.02
+
+
+def test_the_corrected_gap_is_the_gap_less_its_expected_value_at_that_age():
+    correction = GapCorrection("linear", (20.0, -0.5), "x")
+    assert correction.corrected_gap(70.0, 60.0) == pytest.approx(10.0 - (20.0 - 30.0))
+    assert correction.description == (
+        "linear (de Lange & Cole 2020): gap - (20 + -0.5 x age), fitted on x"
+    )

@@ -15,6 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ecg2age_dicom.cli import main
+from ecg2age_dicom.model import load_card
 from ecg2age_dicom.waveform import LEADS, REQUIRED_LEADS
 from tests.ecg_factory import ecg_signal, make_ecg
 from tests.model_factory import ml4h_like_model, write_card
@@ -57,6 +58,10 @@ def test_predict_the_real_sample_with_the_default_model(tmp_path):
     assert 0 < row["predicted_age_years"] < 120
     assert row["chronological_age_years"] == 42.0  # Patient's Age 042Y
     assert row["age_gap_years"] == pytest.approx(row["predicted_age_years"] - 42.0, abs=0.02)
+    # the default card's [age_gap] correction: the gap less the gap expected at 42
+    correction = load_card(Path("model_zoo/ECG2Age-PTBXL/model.toml")).age_gap.correction()
+    expected = correction.corrected_gap(row["predicted_age_years"], 42.0)
+    assert row["age_gap_corrected_years"] == pytest.approx(expected, abs=0.01)
     report = pydicom.dcmread(row["sr_path"])
     assert report.StudyInstanceUID == pydicom.dcmread(SAMPLE).StudyInstanceUID
     assert report.SOPInstanceUID == row["sr_sop_instance_uid"]

@@ -70,6 +70,11 @@ def test_default_card_holds_measured_test_metrics():
         ("[input]\nnormalization = 'minmax'\n", "input.normalization"),
         ("[output]\nunits = 'months'\n", "output.units"),
         ("[metrics.x]\nn = 0\n", "metrics.x.n"),
+        (
+            "[age_gap]\nmethod = 'linear'\ncoefficients = [1.0]\nfitted_on = 'x'\n",
+            "a linear correction has 2 coefficients",
+        ),
+        ("[age_gap]\nmethod = 'cubic'\ncoefficients = [1, 2, 3, 4]\nfitted_on = 'x'\n", "method"),
     ],
 )
 def test_card_errors_name_the_key(tmp_path, tiny, extra, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage
 
 from ecg2age_dicom import scoring
+from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.model import load_card
 from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page
@@ -225,3 +227,16 @@ def test_dciodvfy_accepts_the_capture(sample, tmp_path):
     output = verify.stdout + verify.stderr
     assert "SCImage" in output
     assert [line for line in output.splitlines() if line.startswith("Error")] == []
+
+
+def test_the_page_shows_the_corrected_gap_where_the_card_defines_one(sample):
+    correction = GapCorrection("quadratic", (5.0, 0.25, -0.005), "PTB-XL folds 5-8 (n=8829)")
+    corrected = dataclasses.replace(RESEARCH, gap_correction=correction)
+    text = text_of(
+        page_of(
+            sample, corrected, result=dataclasses.replace(RESULT, age_gap_corrected_years=12.54)
+        )
+    )
+    assert "Age gap corrected for age: +12.5 years" in text
+    assert "(quadratic correction fitted on PTB-XL folds 5-8 (n=8829))" in text
+    assert "corrected" not in text_of(page_of(sample))  # no correction in the card: no line

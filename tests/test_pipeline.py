@@ -13,12 +13,14 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
 from ecg2age_dicom import sr
+from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.pipeline import Pipeline
 from ecg2age_dicom.receive import ReceiveOutcome, Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery, InstanceStatus, Prediction, ReceivedInstance
 from tests.ecg_factory import make_ecg
+from tests.model_factory import tiny_model, write_card
 from tests.receive_factory import receive
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
@@ -199,3 +201,19 @@ def test_a_spool_file_gone_missing_is_a_recorded_failure(store, tiny_runtime, tm
     with sessions() as session:
         (row,) = queries.results(session)
     assert row.status == "failed" and "cannot read" in row.error
+
+
+def test_the_corrected_gap_is_stored_where_the_card_defines_a_correction(store, tmp_path, inputs):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = tiny_model(folder / "tiny.keras")
+    correction = "[age_gap]\nmethod = 'linear'\ncoefficients = [2.0, 0.1]\nfitted_on = 'test'\n"
+    runtime = ModelRuntime.load(write_card(folder, model, "[output]\noffset = 50.0\n" + correction))
+    receive(receiver(store, tmp_path), inputs["sample"])
+    assert make_pipeline(store, runtime, tmp_path).run_until_idle() == 1
+    _, sessions = store
+    with sessions() as session:
+        (row,) = queries.results(session)
+    assert row.chronological_age_years == 42.0
+    expected = row.predicted_age_years - 42.0 - (2.0 + 0.1 * 42.0)
+    assert row.age_gap_corrected_years == pytest.approx(expected, abs=0.01)

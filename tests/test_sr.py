@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.dicomfile import write_atomically
 from ecg2age_dicom.sr import (
     AlgorithmDescription,
@@ -291,3 +293,37 @@ def test_the_report_states_the_signal_quality(sample, tmp_path, flags, text):
         item.TextValue for item in items(report) if concept(item) == ("SIGQUALITY", "99ECG2AGE")
     ]
     assert values == [text or "flat_lead:V3; artefact:V5"]
+
+
+CORRECTED_MODEL = dataclasses.replace(
+    RESEARCH_MODEL,
+    gap_correction=GapCorrection("quadratic", (5.0, 0.25, -0.005), "PTB-XL folds 5-8 (n=8829)"),
+)
+
+
+@pytest.mark.parametrize("builder", ["fast", "highdicom"])
+def test_the_report_carries_the_corrected_gap_and_names_its_correction(sample, builder):
+    if builder == "fast":
+        document = build_report(sample, CORRECTED_MODEL, 61.0, 42.0).dataset()
+    else:
+        document = build_report_with_highdicom(sample, CORRECTED_MODEL, 61.0, 42.0)
+    values = numbers(document)
+    # gap 19, expected at 42: 5 + 0.25 x 42 - 0.005 x 42^2 = 6.68; corrected 12.32
+    assert values[(codes.AGE_GAP.value, "99ECG2AGE")] == (19.0, "a")
+    assert values[(codes.CORRECTED_AGE_GAP.value, "99ECG2AGE")] == (12.32, "a")
+    (method,) = [
+        item.TextValue
+        for item in items(document)
+        if concept(item) == (codes.AGE_GAP_CORRECTION.value, "99ECG2AGE")
+    ]
+    assert method.startswith("quadratic (Smith et al. 2019): gap - (5 + 0.25 x age + -0.005")
+    assert method.endswith("fitted on PTB-XL folds 5-8 (n=8829)")
+    without_age = numbers(build_report(sample, CORRECTED_MODEL, 61.0).dataset())
+    assert (codes.CORRECTED_AGE_GAP.value, "99ECG2AGE") not in without_age
+
+
+def test_the_fast_path_builds_the_same_corrected_report_as_highdicom(sample):
+    options = {"sop_instance_uid": "2.25.98", "content_datetime": datetime(2026, 1, 2, 3, 4, 5, 6)}
+    fast = build_report(sample, CORRECTED_MODEL, 70.5, 80.0, **options).dataset()
+    reference = build_report_with_highdicom(sample, CORRECTED_MODEL, 70.5, 80.0, **options)
+    assert _comparable(fast) == _comparable(reference)

@@ -2,7 +2,7 @@
 
 A model is a folder under ``model_zoo/`` with a ``model.toml`` card (name, version, intended
 use, file, sha256, modules to import first, input layout and normalisation, output transform,
-measured metrics).
+the age-gap correction, measured metrics).
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ecg2age_dicom.age import METHODS, GapCorrection
 from ecg2age_dicom.config import describe_problems, read_toml
 from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.waveform import ECG, LEADS, to_model_input
@@ -50,6 +58,26 @@ class CardOutput(_CardSection):
     units: Literal["a"] = "a"
 
 
+class CardAgeGap(_CardSection):
+    """``[age_gap]``: the correction of the age gap for age (:class:`~ecg2age_dicom.age.
+    GapCorrection`), fitted on validation data by ``python -m ecg2age_dicom.training.age_gap``."""
+
+    method: Literal["linear", "quadratic"]
+    coefficients: list[float]  # c0, c1[, c2]: the gap expected at an age, by power of age
+    fitted_on: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_coefficient_per_power(self) -> CardAgeGap:
+        if len(self.coefficients) != METHODS[self.method] + 1:
+            raise ValueError(
+                f"a {self.method} correction has {METHODS[self.method] + 1} coefficients"
+            )
+        return self
+
+    def correction(self) -> GapCorrection:
+        return GapCorrection(self.method, tuple(self.coefficients), self.fitted_on)
+
+
 class Metrics(_CardSection):
     """``[metrics.<test set>]``: accuracy on a named test set (omitted keys: not known)."""
 
@@ -78,6 +106,7 @@ class ModelCard(_CardSection):
     custom_modules: list[str] = []
     input: CardInput = CardInput()
     output: CardOutput = CardOutput()
+    age_gap: CardAgeGap | None = None
     metrics: dict[str, Metrics] = {}
 
     folder: Path = Path(".")

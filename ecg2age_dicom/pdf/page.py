@@ -10,7 +10,8 @@ see :func:`_setup`):
 - the ECG at standard scale, 25 mm/s and 10 mm/mV, on a 1 mm / 5 mm grid: a 1 mV calibration
   pulse at the start of each row, 3 x 4 leads of 2.5 s (I II III | aVR aVL aVF | V1 V2 V3 |
   V4 V5 V6) and a 10 s lead II rhythm strip, lead labels, derived leads marked ``*``;
-- a result box: ECG-predicted age, chronological age, age gap, model name and version,
+- a result box: ECG-predicted age, chronological age, age gap (and the gap corrected for age
+  when the model card defines a correction, with the correction named), model name and version,
   intended use, the signal-quality flags, and "Not for clinical use" whenever the model is
   not validated for it.
 
@@ -71,6 +72,7 @@ class PageResult:
     chronological_age_years: float | None
     age_gap_years: float | None
     quality_flags: Sequence[str]
+    age_gap_corrected_years: float | None = None  # when the card defines a correction
 
 
 class _FastFlate(pdfdoc.PDFStreamFilterZCompress):
@@ -233,10 +235,19 @@ def result_lines(result: PageResult, algorithm: AlgorithmDescription) -> list[st
             return "not known (the ECG carries no age or birth date)"
         return f"{value:+.1f} years" if signed else f"{value:.1f} years"
 
-    return [
+    lines = [
         f"ECG-predicted age: {years(result.predicted_age_years)}",
         f"Chronological age: {years(result.chronological_age_years)}",
         f"Age gap (predicted - chronological): {years(result.age_gap_years, signed=True)}",
+    ]
+    if algorithm.gap_correction is not None and result.age_gap_corrected_years is not None:
+        lines.append(
+            f"Age gap corrected for age: {years(result.age_gap_corrected_years, signed=True)}"
+            f" ({algorithm.gap_correction.method} correction fitted on"
+            f" {algorithm.gap_correction.fitted_on})"
+        )
+    return [
+        *lines,
         f"Model: {algorithm.name} {algorithm.version}. Intended use: {algorithm.intended_use}",
         f"Signal quality flags: {quality_text(result.quality_flags)}",
     ]

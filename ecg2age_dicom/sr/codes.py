@@ -1,6 +1,6 @@
 """Every coded concept the ECG-age Structured Report uses, in one place.
 
-No standard code means "age predicted from an ECG" or "ECG age gap", so those two come from
+No standard code means "age predicted from an ECG" or "ECG age gap", so those come from
 this project's private coding scheme ``99ECG2AGE`` (the "99" prefix marks a private scheme in
 DICOM PS3.16; the SR declares it in Coding Scheme Identification Sequence). Chronological age
 uses LOINC 30525-0 "Age", its usual meaning. Units are UCUM "a" (year).
@@ -10,6 +10,8 @@ uses LOINC 30525-0 "Age", its usual meaning. Units are UCUM "a" (year).
 | predicted age              | ECGAGE      | 99ECG2AGE | ECG-predicted age                        |
 | chronological age          | 30525-0     | LN        | Age                                      |
 | age gap                    | ECGAGEGAP   | 99ECG2AGE | ECG age gap (predicted - chronological)  |
+| corrected gap              | ECGAGEGAPC  | 99ECG2AGE | ECG age gap corrected for age            |
+| its correction (text)      | GAPCORR     | 99ECG2AGE | Age gap correction method                |
 | intended use (name)        | INTENDEDUSE | 99ECG2AGE | Intended use of the algorithm            |
 | research only (value)      | RESEARCH    | 99ECG2AGE | Not validated for clinical use           |
 | clinically validated       | CLINICAL    | 99ECG2AGE | Validated for clinical use               |
@@ -29,6 +31,8 @@ PRIVATE_SCHEME = "99ECG2AGE"
 PREDICTED_AGE = Code("ECGAGE", PRIVATE_SCHEME, "ECG-predicted age")
 CHRONOLOGICAL_AGE = Code("30525-0", "LN", "Age")
 AGE_GAP = Code("ECGAGEGAP", PRIVATE_SCHEME, "ECG age gap (predicted - chronological)")
+CORRECTED_AGE_GAP = Code("ECGAGEGAPC", PRIVATE_SCHEME, "ECG age gap corrected for age")
+AGE_GAP_CORRECTION = Code("GAPCORR", PRIVATE_SCHEME, "Age gap correction method")
 INTENDED_USE = Code("INTENDEDUSE", PRIVATE_SCHEME, "Intended use of the algorithm")
 RESEARCH_ONLY = Code("RESEARCH", PRIVATE_SCHEME, "Not validated for clinical use")
 CLINICALLY_VALIDATED = Code("CLINICAL", PRIVATE_SCHEME, "Validated for clinical use")

@@ -5,8 +5,10 @@ result it returns a pydicom Dataset, in the ECG's study (same Study Instance UID
 patient/study attributes, each cleaned to its VR by :func:`~ecg2age_dicom.vr.clean_value`),
 in one new series per model version (Modality SR, Series Description naming the model), with
 the ECG in Current Requested Procedure Evidence Sequence, TID 4019 algorithm identification,
-and the measurements: ECG-predicted age, and when known chronological age and the age gap
-(predicted - chronological), all in UCUM years. The model's intended use is a coded
+and the measurements: ECG-predicted age, and when known chronological age, the age gap
+(predicted - chronological) and, when the model card defines a correction, the gap corrected
+for age with a text item that says which correction (:class:`~ecg2age_dicom.age.
+GapCorrection`), all in UCUM years. The model's intended use is a coded
 qualitative evaluation plus a text item in the measurement group, the signal-quality gate's
 flags a text item there too (:func:`quality_text`: "none" for a clean recording), and the
 series description says "not for clinical use" when the model is not validated for it. Every
@@ -28,6 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from ecg2age_dicom import __version__
+from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.sr import codes
 from ecg2age_dicom.vr import clean_value
 
@@ -74,6 +77,7 @@ class AlgorithmDescription:
     version: str
     intended_use: str
     validated_for_clinical_use: bool
+    gap_correction: GapCorrection | None = None  # the card's [age_gap]
 
     @property
     def research_suffix(self) -> str:
@@ -192,6 +196,17 @@ def build_report_with_highdicom(
                 codes.AGE_GAP, rounded_years(gap), codes.YEARS, algorithm_id=algorithm_id
             ),
         ]
+        correction = algorithm.gap_correction
+        if correction is not None:
+            corrected = correction.corrected_gap(predicted_age_years, chronological_age_years)
+            measurements.append(
+                hd.sr.Measurement(
+                    codes.CORRECTED_AGE_GAP,
+                    rounded_years(corrected),
+                    codes.YEARS,
+                    algorithm_id=algorithm_id,
+                )
+            )
     use = (
         codes.CLINICALLY_VALIDATED
         if algorithm.validated_for_clinical_use
@@ -212,6 +227,14 @@ def build_report_with_highdicom(
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
     )
+    if chronological_age_years is not None and algorithm.gap_correction is not None:
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.AGE_GAP_CORRECTION,
+                value=algorithm.gap_correction.description[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     group[0].ContentSequence.append(
         hd.sr.TextContentItem(
             name=codes.SIGNAL_QUALITY,

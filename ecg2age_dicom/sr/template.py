@@ -112,6 +112,7 @@ _PER_ECG: dict[str, tuple[str, str | float]] = {
     codes.PREDICTED_AGE.value: ("FloatingPointValue", 901.11),
     codes.CHRONOLOGICAL_AGE.value: ("FloatingPointValue", 902.22),
     codes.AGE_GAP.value: ("FloatingPointValue", 903.33),
+    codes.CORRECTED_AGE_GAP.value: ("FloatingPointValue", 904.44),
 }
 _DS_OFFSET = 1000.0  # NumericValue markers: the FD marker + this
 
@@ -282,6 +283,11 @@ def build_report(
         values[codes.CHRONOLOGICAL_AGE.value] = rounded_years(chronological_age_years)
         gap = predicted_age_years - chronological_age_years
         values[codes.AGE_GAP.value] = rounded_years(gap)
+        if algorithm.gap_correction is not None:
+            corrected = algorithm.gap_correction.corrected_gap(
+                predicted_age_years, chronological_age_years
+            )
+            values[codes.CORRECTED_AGE_GAP.value] = rounded_years(corrected)
     parts = [template.pieces[0]]
     for slot, piece in zip(template.slots, template.pieces[1:], strict=True):
         value = values.get(slot.name)

@@ -93,6 +93,8 @@ class Prediction(Base):
     predicted_age_years: Mapped[float] = mapped_column(Float)
     chronological_age_years: Mapped[float | None] = mapped_column(Float, default=None)
     age_gap_years: Mapped[float | None] = mapped_column(Float, default=None)
+    # where the model card defines a correction (ecg2age_dicom.age.GapCorrection)
+    age_gap_corrected_years: Mapped[float | None] = mapped_column(Float, default=None)
     quality_flags: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: clean
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

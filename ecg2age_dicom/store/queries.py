@@ -177,6 +177,7 @@ class NewResult:
     quality_flags: Sequence[str]
     reports: Sequence[NewReport]
     destinations: Sequence[str]
+    age_gap_corrected_years: float | None = None
 
 
 def save_results(session: Session, results: Sequence[NewResult]) -> None:
@@ -196,6 +197,7 @@ def save_results(session: Session, results: Sequence[NewResult]) -> None:
                 "predicted_age_years": result.predicted_age_years,
                 "chronological_age_years": result.chronological_age_years,
                 "age_gap_years": result.age_gap_years,
+                "age_gap_corrected_years": result.age_gap_corrected_years,
                 "quality_flags": list(result.quality_flags),
                 "created_at": now,
             }
@@ -252,6 +254,7 @@ class ResultRow:
     predicted_age_years: float | None
     chronological_age_years: float | None
     age_gap_years: float | None
+    age_gap_corrected_years: float | None
     quality_flags: list[str] | None
     model_name: str | None
     model_version: str | None
@@ -312,6 +315,9 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
                 predicted_age_years=prediction.predicted_age_years if prediction else None,
                 chronological_age_years=prediction.chronological_age_years if prediction else None,
                 age_gap_years=prediction.age_gap_years if prediction else None,
+                age_gap_corrected_years=(
+                    prediction.age_gap_corrected_years if prediction else None
+                ),
                 quality_flags=list(prediction.quality_flags) if prediction else None,
                 model_name=prediction.model_name if prediction else None,
                 model_version=prediction.model_version if prediction else None,
