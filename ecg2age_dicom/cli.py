@@ -402,6 +402,8 @@ def cmd_model_train(args: argparse.Namespace, out: TextIO) -> int:
         args.out,
         epochs=args.epochs,
         seed=args.seed,
+        train_folds=tuple(args.train_folds),
+        validation_folds=tuple(args.validation_folds),
         limit_per_fold=args.limit_per_fold,
         threads=args.threads,
     )
@@ -569,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--seed", type=int, default=20261128)
     train.add_argument("--version", default="1.0.0")
+    train.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3, 4])
+    train.add_argument(
+        "--validation-folds", type=int, nargs="+", default=[5], help="early stopping only"
+    )
     train.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
     train.add_argument(
         "--limit-per-fold", type=int, default=None, help="first N records of each fold (smoke runs)"

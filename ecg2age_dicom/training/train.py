@@ -1,4 +1,5 @@
-"""Fit the default model on PTB-XL folds 1-4 (fold 5 for early stopping) and export it.
+"""Fit the default model on PTB-XL training folds (v1: 1-4, fold 5 for early stopping) and
+export it.
 
 The recipe is deterministic for a given seed and runs on a 2-core CPU: records are z-scored
 per lead at 100 Hz (the same rule the runtime applies at 500 Hz), ages are standardised with
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg2age_dicom.errors import ModelError
 from ecg2age_dicom.model import CardInput, configure_tensorflow, normalize, sha256_of
 from ecg2age_dicom.training import data, network
 
@@ -61,19 +63,32 @@ def train(
     learning_rate: float = 2e-3,
     patience: int = 8,
     seed: int = 20261128,
+    train_folds: tuple[int, ...] = data.TRAIN_FOLDS,
+    validation_folds: tuple[int, ...] = data.VALIDATION_FOLDS,
     limit_per_fold: int | None = None,
     threads: int = 0,
     verbose: int = 2,
 ) -> TrainResult:
-    """Train, keep the weights with the best validation loss, export ``out_dir/model.keras``."""
+    """Train on ``train_folds``, keep the weights with the best loss on ``validation_folds``,
+    export ``out_dir/model.keras``.
+
+    Raises
+    ------
+    ModelError
+        A test fold (9, 10) is asked for, or a fold is both trained and validated on.
+    """
+    if set(train_folds + validation_folds) & set(data.TEST_FOLDS):
+        raise ModelError("folds 9-10 are the test set: never trained or validated on")
+    if set(train_folds) & set(validation_folds):
+        raise ModelError("a fold cannot be both trained and validated on")
     keras = configure_tensorflow(threads, threads)
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    training = data.load_ptbxl(data_dir, data.TRAIN_FOLDS, limit_per_fold)
-    validation = data.load_ptbxl(data_dir, data.VALIDATION_FOLDS, limit_per_fold)
+    training = data.load_ptbxl(data_dir, train_folds, limit_per_fold)
+    validation = data.load_ptbxl(data_dir, validation_folds, limit_per_fold)
     age_mean, age_std = float(training.ages.mean()), float(training.ages.std())
     log.info(
         "training records=%d validation records=%d age mean=%.2f std=%.2f",
