@@ -231,6 +231,8 @@ outputs = {json.dumps(list(outputs))}
 [pipeline]
 workers = {workers}
 poll_interval_s = 0.1
+[web]
+port = {free_port()}
 [[destinations]]
 name = "PACS"
 ae_title = "PACS"

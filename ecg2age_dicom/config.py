@@ -167,6 +167,15 @@ def _default_destinations() -> list[Destination]:
     return [Destination(name="PACS", ae_title="PACS", host="127.0.0.1", port=11113)]
 
 
+class WebSettings(_Section):
+    """``[web]``: HTTP beside the DICOM listener: ``/healthz`` (the process answers) and
+    ``/readyz`` (listener, database, spool and workers ready), JSON, without PHI."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
 class Settings(BaseSettings):
     """Every setting of ecg2age-dicom; see ``config/ecg2age.toml`` for the documented example."""
 
@@ -185,6 +194,7 @@ class Settings(BaseSettings):
     destinations: list[Destination] = Field(default_factory=_default_destinations)
     pipeline: PipelineSettings = PipelineSettings()
     delivery: DeliverySettings = DeliverySettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,16 +7,18 @@ has its own model, pipeline loop and delivery job. They share the database, the 
 doorbell the listener rings when work arrives, and each worker a lifeline to the service:
 when it closes (stop, or the service died) the worker stops.
 
-Start order: migrations, spool tidy-up, stale-claim recovery, worker processes (each loads
-the model and reports ready, or the service stops with the worker's error), maintenance jobs,
-listener, then one log line ``listening on HOST:PORT as AE_TITLE``. A worker process that dies
-is started again.
+Start order: migrations, spool tidy-up, stale-claim recovery, the HTTP health checks
+(``[web]``: :mod:`ecg2age_dicom.web`; not ready until the listener is up), worker processes
+(each loads the model and reports ready, or the service stops with the worker's error),
+maintenance jobs, listener, then one log line ``listening on HOST:PORT as AE_TITLE``. A
+worker process that dies is started again (``/readyz`` says so meanwhile).
 
-Stop order on SIGTERM / SIGINT: the listener stops accepting; each worker finishes the batch
-in hand, starts no more deliveries and aborts the ones in flight (they are retried at the
-next start); a worker still running ``[pipeline] stop_timeout_s`` after the stop began is
-killed (its claims are requeued at the next start: nothing is lost); then the process exits
-0. A worker whose parent disappears (kill -9) stops the same way.
+Stop order on SIGTERM / SIGINT: ``/readyz`` turns 503, the listener stops accepting; each
+worker finishes the batch in hand, starts no more deliveries and aborts the ones in flight
+(they are retried at the next start); a worker still running ``[pipeline] stop_timeout_s``
+after the stop began is killed (its claims are requeued at the next start: nothing is lost);
+then the HTTP server stops and the process exits 0. A worker whose parent disappears
+(kill -9) stops the same way.
 """
 
 from __future__ import annotations
@@ -42,14 +44,15 @@ from ecg2age_dicom import logs, sr
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.delivery import Deliverer
 from ecg2age_dicom.doorbell import Doorbell
-from ecg2age_dicom.errors import ModelError
-from ecg2age_dicom.jobs import recover_stale, start_jobs
-from ecg2age_dicom.model import ModelRuntime
+from ecg2age_dicom.errors import ConfigError, ModelError
+from ecg2age_dicom.jobs import Jobs, recover_stale, start_jobs
+from ecg2age_dicom.model import ModelRuntime, load_card
 from ecg2age_dicom.net.scp import start_listener
 from ecg2age_dicom.pipeline import Pipeline
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import open_store
+from ecg2age_dicom.web import ServiceState, WebServer, create_app, start_web
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -73,14 +76,26 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     stopping, doorbell = threading.Event(), Doorbell()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    workers = [_Worker.start(settings, n, doorbell) for n in range(settings.pipeline.workers)]
+    count = settings.pipeline.workers
+    card = load_card(settings.model.card) if count else None
+    state = ServiceState(count, f"{card.name} {card.version}" if card else "")
+    # First, so that a port in use stops start-up before any model is loaded.
+    web = start_web(settings.web, create_app(state, sessions, spool.incoming))
+    if web:
+        log.info("health checks on http://%s:%d/readyz", settings.web.host, settings.web.port)
+    workers = [_Worker.start(settings, n, doorbell) for n in range(count)]
     if not workers:
         log.info("receive only: [pipeline] workers = 0, another process does the work")
     jobs = start_jobs(
         sessions, settings, deliverer=None if workers else Deliverer(sessions, settings)
     )
     receiver = Receiver(sessions, spool, settings.listener.max_instance_bytes, doorbell)
-    server = start_listener(settings.listener, receiver, spool.incoming)
+    try:
+        server = start_listener(settings.listener, receiver, spool.incoming)
+    except ConfigError:  # the port in use: stop what started, then say why
+        _stop(settings, workers, jobs, web)
+        raise
+    state.update(listener_up=True, workers_ready=len(workers))
     listener = settings.listener
     if (
         not listener.allowed_calling_ae_titles
@@ -95,6 +110,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     log.info("listening on %s:%d as %s", listener.host, listener.port, listener.ae_title)
 
     while not stopping.wait(WATCH_INTERVAL_S):
+        state.update(workers_ready=sum(worker.process.is_alive() for worker in workers))
         for n, worker in enumerate(workers):
             if not worker.process.is_alive():
                 code = worker.process.exitcode
@@ -104,14 +120,24 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
                 except ModelError:
                     log.exception("worker %d could not start again; stopping", n)
                     stopping.set()
+        state.update(workers_ready=sum(worker.process.is_alive() for worker in workers))
     log.info("stopping: no new associations; finishing work in hand")
-    deadline = time.monotonic() + settings.pipeline.stop_timeout_s
+    state.update(listener_up=False)
     server.shutdown()
+    _stop(settings, workers, jobs, web)
+
+
+def _stop(settings: Settings, workers: list[_Worker], jobs: Jobs, web: WebServer | None) -> None:
+    """Each worker finishes its batch (killed at the stop timeout), the jobs end, and last
+    the HTTP server (an orchestrator sees "not ready" until the end)."""
+    deadline = time.monotonic() + settings.pipeline.stop_timeout_s
     for worker in workers:
         worker.lifeline.close()
     for number, worker in enumerate(workers):
         worker.join_until(deadline, number)
     jobs.shutdown()
+    if web:
+        web.stop()
 
 
 @dataclass

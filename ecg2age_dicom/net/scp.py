@@ -35,6 +35,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 
 from ecg2age_dicom.config import ListenerSettings
+from ecg2age_dicom.errors import ConfigError
 from ecg2age_dicom.identity import SCORED_SOP_CLASSES, shown
 from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER, ListenerServer
 from ecg2age_dicom.receive import ReceiveOutcome, Receiver, StoreRequest
@@ -162,6 +163,11 @@ def start_listener(
 ) -> ListenerServer:
     """Start the AE in the background; returns the server (``shutdown()`` stops it).
 
+    Raises
+    ------
+    ConfigError
+        The address cannot be bound (in use, or not this host's).
+
     ``incoming`` is where pynetdicom writes the datasets it receives: this process's
     temporary folder (``tempfile.tempdir``), on the spool's file system so that an accepted
     file is renamed into the spool, not copied.
@@ -188,17 +194,22 @@ def start_listener(
         (evt.EVT_C_ECHO, lambda event: Status.SUCCESS),
     ]
     pdu_cap = settings.max_pdu_bytes or settings.max_instance_bytes
-    server = cast(
-        ListenerServer,
-        ae.make_server(
-            (settings.host, settings.port),
-            evt_handlers=handlers,
-            server_class=ListenerServer,
-            tls=ssl_context(settings),
-            handshake_timeout_s=settings.acse_timeout_s,
-            pdu_timeout_s=settings.network_timeout_s,
-            max_pdu_bytes=max(pdu_cap, MIN_PDU_CAP),
-        ),
-    )
+    try:
+        server = cast(
+            ListenerServer,
+            ae.make_server(
+                (settings.host, settings.port),
+                evt_handlers=handlers,
+                server_class=ListenerServer,
+                tls=ssl_context(settings),
+                handshake_timeout_s=settings.acse_timeout_s,
+                pdu_timeout_s=settings.network_timeout_s,
+                max_pdu_bytes=max(pdu_cap, MIN_PDU_CAP),
+            ),
+        )
+    except OSError as exc:  # the port in use, or an address not this host's
+        raise ConfigError(
+            f"[listener] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
     threading.Thread(target=server.serve_forever, name="listener", daemon=True).start()
     return server

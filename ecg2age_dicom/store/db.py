@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+POSTGRES_CONNECT_S = 10
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -50,7 +51,9 @@ def make_engine(database_url: str) -> Engine:
         return engine
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_pre_ping=True)
+    # A server that does not answer must not hang a worker or a health check for minutes.
+    timeout = {} if "connect_timeout" in url.query else {"connect_timeout": POSTGRES_CONNECT_S}
+    return create_engine(url, pool_pre_ping=True, pool_timeout=30, connect_args=timeout)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

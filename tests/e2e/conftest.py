@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,7 @@ class Service:
     database_url: str
     process: subprocess.Popen | None = None
     engine: Engine | None = None
+    web_port: int = field(default_factory=free_port)
 
     @property
     def log(self) -> Path:
@@ -125,6 +126,8 @@ max_batch_wait_ms = 20
 [pipeline]
 claim_timeout_s = 2
 poll_interval_s = 0.2
+[web]
+port = {service.web_port}
 [sr]
 send_to = ["PACS"]
 [[destinations]]

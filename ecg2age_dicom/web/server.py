@@ -1,0 +1,67 @@
+"""Serve the web application with uvicorn in a thread of the service's main process.
+
+:func:`start_web` binds the ``[web]`` host and port before it returns (a port in use stops
+start-up with a clear error, as the DICOM listener's does) and serves until
+:meth:`WebServer.stop`. No access log: request lines would carry the paths of the console's
+pages, and the service logs what matters itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from ecg2age_dicom.config import WebSettings
+from ecg2age_dicom.errors import ConfigError
+
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class WebServer:
+    """A running uvicorn server and its thread."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Finish the requests in hand (at most :data:`STOP_TIMEOUT_S`) and stop."""
+        self.server.should_exit = True
+        self.thread.join(STOP_TIMEOUT_S)
+
+
+def start_web(settings: WebSettings, app: FastAPI) -> WebServer | None:
+    """Bind ``settings.host:port`` and serve ``app`` in a daemon thread (None when ``[web]
+    enabled = false``).
+
+    Raises
+    ------
+    ConfigError
+        The address cannot be bound (in use, or not this host's).
+    """
+    if not settings.enabled:
+        return None
+    try:
+        bound = socket.create_server((settings.host, settings.port), reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"[web] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
+        limit_concurrency=64,  # a flood of connections gets 503s, not the service's memory
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [bound]}, name="web", daemon=True
+    )
+    thread.start()
+    return WebServer(server, thread)
