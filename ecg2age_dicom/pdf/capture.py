@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ecg2age_dicom import __version__
+from ecg2age_dicom.pdf.document import source_instance
 from ecg2age_dicom.sr.report import (
     CHARACTER_SET,
     MANUFACTURER,
@@ -100,10 +101,7 @@ def build_capture(
     image.DerivationDescription = (
         f"ECG age report page of {algorithm.name} {algorithm.version}{research}"
     )[:1024]
-    source = Dataset()
-    source.ReferencedSOPClassUID = str(ecg.SOPClassUID)
-    source.ReferencedSOPInstanceUID = str(ecg.SOPInstanceUID)
-    image.SourceInstanceSequence = [source]
+    image.SourceInstanceSequence = [source_instance(ecg)]
     buffer = io.BytesIO()
     image.save_as(buffer, enforce_file_format=True)
     return uid, buffer.getvalue()

@@ -29,6 +29,14 @@ from ecg2age_dicom.sr.report import (
 PDF_SERIES_NUMBER = SERIES_NUMBER + 1  # beside the SR's series
 
 
+def source_instance(ecg: Dataset) -> Dataset:
+    """The Source Instance Sequence item that names the ECG a report object shows."""
+    source = Dataset()
+    source.ReferencedSOPClassUID = str(ecg.SOPClassUID)
+    source.ReferencedSOPInstanceUID = str(ecg.SOPInstanceUID)
+    return source
+
+
 def build_pdf_document(
     ecg: Dataset,
     pdf: bytes,
@@ -70,10 +78,7 @@ def build_pdf_document(
     document.BurnedInAnnotation = "YES"  # the page shows the patient's name and ID
     document.DocumentTitle = title[:64]
     document.ConceptNameCodeSequence = []
-    source = Dataset()
-    source.ReferencedSOPClassUID = str(ecg.SOPClassUID)
-    source.ReferencedSOPInstanceUID = str(ecg.SOPInstanceUID)
-    document.SourceInstanceSequence = [source]
+    document.SourceInstanceSequence = [source_instance(ecg)]
     document.MIMETypeOfEncapsulatedDocument = "application/pdf"
     document.EncapsulatedDocument = pdf + b"\0" * (len(pdf) % 2)  # OB: even length
     document.EncapsulatedDocumentLength = len(pdf)
