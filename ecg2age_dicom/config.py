@@ -91,6 +91,9 @@ class ModelSettings(_Section):
     verify_sha256: bool = True
     intra_op_threads: int = Field(0, ge=0)
     inter_op_threads: int = Field(0, ge=0)
+    # "auto": a GPU when TensorFlow sees one, else the CPU; "cpu": never a GPU; "gpu": refuse
+    # to start without one (needs TensorFlow's CUDA build: README, "Models").
+    device: Literal["auto", "cpu", "gpu"] = "auto"
 
 
 class SRSettings(_Section):

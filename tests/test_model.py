@@ -241,3 +241,16 @@ def test_bad_custom_modules_are_named(tmp_path, tiny, modules, message):
     shutil.copy(tiny, tmp_path / "tiny.keras")
     with pytest.raises(ModelError, match=message):
         ModelRuntime.load(write_card(tmp_path, tiny, f"custom_modules = {modules}\n"))
+
+
+def test_device_gpu_without_one_is_refused_and_cpu_runs(tmp_path, tiny):
+    shutil.copy(tiny, tmp_path / "tiny.keras")
+    card = write_card(tmp_path, tiny)
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this TensorFlow sees a GPU")
+    with pytest.raises(ModelError, match="device = 'gpu' but TensorFlow sees no GPU"):
+        ModelRuntime.load(card, device="gpu")
+    runtime = ModelRuntime.load(card, device="cpu")
+    assert runtime.predict(np.ones((1, 5000, 12), np.float32)).shape == (1,)

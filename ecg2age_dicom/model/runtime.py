@@ -112,6 +112,13 @@ def check_signature(keras_model: Any, card: ModelCard) -> None:
         )
 
 
+def keras_model_on_gpu() -> bool:
+    """Whether TensorFlow places work on a GPU in this process (after configuration)."""
+    import tensorflow as tf
+
+    return bool(tf.config.get_visible_devices("GPU"))
+
+
 def import_custom_modules(card: ModelCard) -> None:
     """Import the card's ``custom_modules`` (on the import path, then in the card's folder).
 
@@ -135,20 +142,37 @@ def import_custom_modules(card: ModelCard) -> None:
             ) from None
 
 
-def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
-    """Import Keras on TensorFlow quietly, with the given thread counts (0: TF's default)."""
+def configure_tensorflow(
+    intra_op_threads: int = 0, inter_op_threads: int = 0, device: str = "auto"
+) -> Any:
+    """Import Keras on TensorFlow quietly, with the given thread counts (0: TF's default) on
+    ``device`` (``[model] device``).
+
+    Raises
+    ------
+    ModelError
+        ``device`` is "gpu" and TensorFlow sees none.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ start-up noise
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise ModelError(
+            "[model] device = 'gpu' but TensorFlow sees no GPU (this TensorFlow build or "
+            "driver has none): install TensorFlow's CUDA build, or set device = 'auto'"
+        )
     try:
+        if device == "cpu" and gpus:
+            tf.config.set_visible_devices([], "GPU")
         if intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
         if inter_op_threads:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
     except RuntimeError:
-        log.debug("tensorflow already initialised; thread counts unchanged")
+        log.debug("tensorflow already initialised; devices and thread counts unchanged")
     import keras
 
     return keras
@@ -169,14 +193,16 @@ class ModelRuntime:
         verify_sha256: bool = True,
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        device: str = "auto",
     ) -> ModelRuntime:
         """Load the card's model, check it, and make one warm-up call.
 
         Raises
         ------
         ModelError
-            Card invalid, file missing, sha256 mismatch (unless ``verify_sha256`` is False), or
-            the file cannot be loaded by Keras.
+            Card invalid, file missing, sha256 mismatch (unless ``verify_sha256`` is False),
+            the file cannot be loaded by Keras or does not fit its card, or ``device`` is
+            "gpu" and there is none.
         """
         card = load_card(card_path)
         if verify_sha256:
@@ -185,7 +211,7 @@ class ModelRuntime:
             raise ModelError(f"model file {card.path} is missing")
         else:
             log.warning("model sha256 check disabled (development setting) model=%s", card.name)
-        keras = configure_tensorflow(intra_op_threads, inter_op_threads)
+        keras = configure_tensorflow(intra_op_threads, inter_op_threads, device)
         import_custom_modules(card)
         try:
             keras_model = keras.saving.load_model(card.path, compile=False)
@@ -206,7 +232,13 @@ class ModelRuntime:
             log.warning(
                 "model=%s version=%s %s", card.name, card.version, card.clinical_use_warning
             )
-        log.info("model loaded name=%s version=%s file=%s", card.name, card.version, card.path)
+        log.info(
+            "model loaded name=%s version=%s file=%s device=%s",
+            card.name,
+            card.version,
+            card.path,
+            "GPU" if keras_model_on_gpu() else "CPU",
+        )
         return runtime
 
     @classmethod
@@ -217,6 +249,7 @@ class ModelRuntime:
             verify_sha256=settings.verify_sha256,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
+            device=settings.device,
         )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
