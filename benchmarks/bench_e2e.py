@@ -187,12 +187,14 @@ def orthanc_rate(processes: Processes, work: Path, files: list[Path]) -> float |
     )
 
 
-def bare_model_rate(inputs: list[Path]) -> float:
-    """The model alone, through the scoring path, at its best batch size (32 or 64)."""
-    runtime = ModelRuntime.load(CARD)
+def bare_model_rate(
+    inputs: list[Path], card: Path = CARD, sizes: tuple[int, ...] = (32, 64)
+) -> float:
+    """The model alone, through the scoring path, at its best batch size of ``sizes``."""
+    runtime = ModelRuntime.load(card)
     batch = [scoring.prepare(read_dataset(p), runtime.card).model_input for p in inputs[:64]]
     best = 0.0
-    for size in (32, 64):
+    for size in sizes:
         scoring.score(runtime, batch[:size])
         start = time.perf_counter()
         for _ in range(4):
@@ -212,6 +214,8 @@ class Service:
         workers: int = 1,
         database: Path | None = None,
         outputs: tuple[str, ...] = ("sr", "pdf"),
+        card: Path = CARD,
+        model: str = "",
     ) -> None:
         self.processes, self.work = processes, work
         self.port = free_port()
@@ -225,7 +229,8 @@ max_associations = 16
 database_url = "sqlite:///{self.database}"
 spool_dir = "{work / "spool"}"
 [model]
-card = "{CARD}"
+card = "{card}"
+{model}
 [report]
 outputs = {json.dumps(list(outputs))}
 [pipeline]

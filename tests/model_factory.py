@@ -31,23 +31,56 @@ def tiny_model(path: Path, outputs: str = "single") -> Path:
     return path
 
 
+ML4H_INPUT, ML4H_OUTPUT = "input_median_continuous", "output_instance_age_continuous"
+
+
+def _ml4h_model(keras, samples: int, encode, decode, age_initializer: str = "glorot_uniform"):
+    """ml4h's block model: a nested encoder, a nested decoder named after the output, the
+    input and the dict output under ml4h's names."""
+    encoder_input = keras.Input((samples, 12), name=ML4H_INPUT)
+    encoder = keras.Model(encoder_input, encode(encoder_input), name="encode_median")
+    decoder_input = keras.Input(encoder.output.shape[1:])
+    age = keras.layers.Dense(1, kernel_initializer=age_initializer)(decode(decoder_input))
+    decoder = keras.Model(decoder_input, age, name=ML4H_OUTPUT)
+    inputs = keras.Input((samples, 12), name=ML4H_INPUT)
+    return keras.Model(inputs, {ML4H_OUTPUT: decoder(encoder(inputs))})
+
+
 def ml4h_like_model(path: Path, samples: int = 5000) -> Path:
-    """A stand-in built the way ml4h builds ECG2Age: input ``input_median_continuous``, a
-    nested encoder model and a nested decoder model named ``output_instance_age_continuous``,
-    a dict output under that name, and a z-scored age (here always 0: zero weights)."""
+    """A small stand-in built the way ml4h builds ECG2Age, whose z-scored age is always 0
+    (zero weights at the end)."""
     keras = configure_tensorflow()
-    name = "input_median_continuous"
-    encoder_input = keras.Input((samples, 12), name=name)
-    features = keras.layers.Conv1D(8, 15, strides=5, activation="swish")(encoder_input)
-    features = keras.layers.GlobalAveragePooling1D()(features)
-    encoder = keras.Model(encoder_input, features, name="encode_median")
-    decoder_input = keras.Input((8,))
-    hidden = keras.layers.Dense(4, activation="relu")(decoder_input)
-    age = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")(hidden)
-    decoder = keras.Model(decoder_input, age, name="output_instance_age_continuous")
-    inputs = keras.Input((samples, 12), name=name)
-    outputs = {"output_instance_age_continuous": decoder(encoder(inputs))}
-    keras.Model(inputs, outputs).save(path)
+    model = _ml4h_model(
+        keras,
+        samples,
+        lambda x: keras.layers.GlobalAveragePooling1D()(
+            keras.layers.Conv1D(8, 15, strides=5, activation="swish")(x)
+        ),
+        lambda x: keras.layers.Dense(4, activation="relu")(x),
+        age_initializer="zeros",
+    )
+    model.save(path)
+    return path
+
+
+def ecg2age_sized_model(path: Path, width: int = 384, blocks: int = 4, dense: int = 680) -> Path:
+    """A stand-in of the real ECG2Age file's size (about 100 M parameters, random weights),
+    built the way ml4h builds it: convolution blocks at 1/2 ... 1/16 of the 500 Hz rate, then
+    a wide dense layer. About 400 MB on disk."""
+    keras = configure_tensorflow()
+
+    def encode(x):
+        x = keras.layers.Conv1D(64, 15, strides=2, padding="same", activation="swish")(x)
+        for channels in (128, width, 2 * width):
+            x = keras.layers.Conv1D(channels, 9, strides=2, padding="same", activation="swish")(x)
+            for _ in range(blocks - 1):
+                x = keras.layers.Conv1D(channels, 9, padding="same", activation="swish")(x)
+        return keras.layers.Flatten()(keras.layers.MaxPooling1D(2)(x))
+
+    model = _ml4h_model(
+        keras, 5000, encode, lambda x: keras.layers.Dense(dense, activation="swish")(x)
+    )
+    model.save(path)
     return path
 
 
