@@ -40,6 +40,15 @@ CONFIGURATIONS = [
 ]
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The service's worker processes (not multiprocessing's resource tracker)."""
+    return [
+        child
+        for child in process_tree(pid)[1:]
+        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
 def stand_in_card() -> Path:
     """The stand-in's card (the model built first when missing)."""
     model = MODEL_DIR / "model.keras"
@@ -88,9 +97,7 @@ def main() -> None:
                 files = make_files(work / f"burst-{workers}-{run}", args.n)
                 rates.append(burst(service, pacs, files, delivered)["e2e"])
                 delivered += args.n * len(service.outputs)
-            worker_rss = [
-                rss_mb(pid) for pid in process_tree(service.process.pid)[1:]
-            ]  # each worker's own peak
+            worker_rss = [rss_mb(pid) for pid in worker_pids(service.process.pid)]
             service.stop()
             ratio = statistics.median(rates) / statistics.median(bare)
             rows.append((label, median_worst(rates), f"{ratio:.2f}", worker_rss))
