@@ -92,15 +92,17 @@ def main() -> None:
             service = Service(
                 processes, work, pacs_port, workers=workers, card=card, model=model_keys
             )
-            rates = []
+            results = []
             for run in range(args.runs):
                 files = make_files(work / f"burst-{workers}-{run}", args.n)
-                rates.append(burst(service, pacs, files, delivered)["e2e"])
+                results.append(burst(service, pacs, files, delivered))
                 delivered += args.n * len(service.outputs)
+            rates = [result["e2e"] for result in results]
+            cpu = statistics.median(r["worker_ms"] + r["listener_ms"] for r in results)
             worker_rss = [rss_mb(pid) for pid in worker_pids(service.process.pid)]
             service.stop()
             ratio = statistics.median(rates) / statistics.median(bare)
-            rows.append((label, median_worst(rates), f"{ratio:.2f}", worker_rss))
+            rows.append((label, median_worst(rates), f"{ratio:.2f}", f"{cpu:.0f}", worker_rss))
             print(f"{label}: {rows[-1][1]} ECG/s, ratio {ratio:.2f}", flush=True)
     finally:
         processes.kill_all()
