@@ -8,7 +8,8 @@ key, ml4h's de-normalisation). It measures the model's bare batched rate through
 path (best of batch 16 and 32, ``--runs`` times), then for each configuration in
 :data:`CONFIGURATIONS` bursts of N fresh ECGs through ``serve`` (outputs SR + PDF, DCMTK
 ``storescp`` as the PACS): end-to-end rate (until the last object is at the PACS), its ratio
-to the bare rate (target >= 0.9), and the workers' peak RSS each. Median (worst) of the runs.
+to the bare rate (target >= 0.9), the CPU the service spent per ECG (listener and workers)
+and the workers' peak RSS each. Median (worst) of the runs.
 """
 
 from __future__ import annotations
@@ -107,10 +108,13 @@ def main() -> None:
     finally:
         processes.kill_all()
         shutil.rmtree(work, ignore_errors=True)
-    print("\n| configuration | end to end (ECG/s) | / bare (target >= 0.9) | RSS per worker (MB) |")
-    print("|---|---|---|---|")
-    for label, rate, ratio, rss in rows:
-        print(f"| {label} | {rate} | {ratio} | {', '.join(f'{m:.0f}' for m in rss)} |")
+    print(
+        "\n| configuration | end to end (ECG/s) | / bare (target >= 0.9) | service CPU per ECG "
+        "(ms) | RSS per worker (MB) |"
+    )
+    print("|---|---|---|---|---|")
+    for label, rate, ratio, cpu, rss in rows:
+        print(f"| {label} | {rate} | {ratio} | {cpu} | {', '.join(f'{m:.0f}' for m in rss)} |")
     print(f"\nbare model, best of batch 16/32: {median_worst(bare)} ECG/s")
 
 
