@@ -171,12 +171,14 @@ def _default_destinations() -> list[Destination]:
 
 
 class WebSettings(_Section):
-    """``[web]``: HTTP beside the DICOM listener: ``/healthz`` (the process answers) and
-    ``/readyz`` (listener, database, spool and workers ready), JSON, without PHI."""
+    """``[web]``: HTTP beside the DICOM listener: ``/healthz`` (the process answers),
+    ``/readyz`` (listener, database, spool and workers ready), JSON, without PHI, and
+    ``/metrics`` (Prometheus)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    metrics_public: bool = False  # GET /metrics without a login (no logins exist yet)
 
 
 class Settings(BaseSettings):

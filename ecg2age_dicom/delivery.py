@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ecg2age_dicom import metrics
 from ecg2age_dicom.config import Destination, Settings
 from ecg2age_dicom.net.scu import Outcome, ReportSender, SendResult
 from ecg2age_dicom.store import queries
@@ -93,7 +94,8 @@ class Deliverer:
             )
             outcomes.append((item, SendResult(item.report_path, Outcome.PERMANENT, reason)))
         for destination, items in groups.items():
-            results = self.send(destination, [item.report_path for item in items])
+            with metrics.timed("delivery"):
+                results = self.send(destination, [item.report_path for item in items])
             outcomes += list(zip(items, results, strict=True))
         self._record(outcomes)
         return len(due)
@@ -115,6 +117,7 @@ class Deliverer:
                 retry_at,
             )
             attempts.append(attempt)
+            metrics.delivered(item.destination, attempt.status.value)
             log.log(
                 logging.INFO if attempt.delivered else logging.WARNING,
                 "delivery %s=%s destination=%s attempt=%d status=%s %s",

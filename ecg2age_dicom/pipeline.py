@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom import scoring, sr
+from ecg2age_dicom import metrics, scoring, sr
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
@@ -109,11 +109,12 @@ class Pipeline:
             failures: list[tuple[ReceivedInstance, str]] = []
             prepared = self._prepare([row for row in claimed if row.id not in done], failures)
             try:
-                scores = scoring.score(
-                    self.runtime,
-                    [item.model_input for _, item in prepared],
-                    [item.chronological_age for _, item in prepared],
-                )
+                with metrics.timed("predict"):
+                    scores = scoring.score(
+                        self.runtime,
+                        [item.model_input for _, item in prepared],
+                        [item.chronological_age for _, item in prepared],
+                    )
             except Exception:
                 log.exception("model failed; batch returned to the queue size=%d", len(prepared))
                 with session.begin():
@@ -127,6 +128,7 @@ class Pipeline:
                     queries.mark_failed(session, instance, reason)
                     self._quarantine(instance)
                 queries.save_results(session, [self._result(report) for report in reports])
+            metrics.predicted(self.algorithm.name, self.algorithm.version, len(reports))
             self._log(failures, reports)
             return len(claimed)
 
@@ -143,8 +145,9 @@ class Pipeline:
         prepared = []
         for instance in claimed:
             try:
-                dataset = read_dataset(Path(instance.spool_path))
-                prepared.append((instance, scoring.prepare(dataset, self.runtime.card)))
+                with metrics.timed("decode"):
+                    dataset = read_dataset(Path(instance.spool_path))
+                    prepared.append((instance, scoring.prepare(dataset, self.runtime.card)))
             except InvalidECG as exc:
                 failures.append((instance, exc.reason))
             except Exception as exc:  # a malformed value pydicom cannot convert...
@@ -164,15 +167,16 @@ class Pipeline:
                 failures.append((instance, result))
                 continue
             try:
-                made = build_outputs(
-                    item,
-                    result,
-                    self.algorithm,
-                    self.outputs,
-                    sr_class=self.sr_class,
-                    paper=self.paper,
-                )
-                objects = [self._spooled(output) for output in made]
+                with metrics.timed("report"):
+                    made = build_outputs(
+                        item,
+                        result,
+                        self.algorithm,
+                        self.outputs,
+                        sr_class=self.sr_class,
+                        paper=self.paper,
+                    )
+                    objects = [self._spooled(output) for output in made]
             except Exception as exc:  # one report that cannot be made fails alone
                 log.debug("report failed", exc_info=True)
                 failures.append((instance, f"the report could not be made ({type(exc).__name__})"))

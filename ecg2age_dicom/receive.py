@@ -41,7 +41,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom import waveform
+from ecg2age_dicom import metrics, waveform
 from ecg2age_dicom.dicomfile import FILE_META_ELEMENTS_START, move_durably
 from ecg2age_dicom.doorbell import Doorbell
 from ecg2age_dicom.errors import InvalidECG, InvalidIdentity
@@ -163,8 +163,13 @@ class Receiver:
         """Check the file at ``path`` (on the spool's file system), spool it and record it.
 
         The file is moved into the spool when it is new; otherwise it is left where it is
-        for the caller to remove.
+        for the caller to remove. Each outcome is counted (``ecg2age_received_total``).
         """
+        received = self._accept(path, request)
+        metrics.received(received.outcome.value)
+        return received
+
+    def _accept(self, path: Path, request: StoreRequest) -> Received:
         try:
             size = path.stat().st_size
             if size > self.max_bytes:

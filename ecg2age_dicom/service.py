@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +38,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom import logs, sr
+from ecg2age_dicom import logs, metrics, sr
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.delivery import Deliverer
 from ecg2age_dicom.doorbell import Doorbell
@@ -61,7 +63,12 @@ WATCH_INTERVAL_S = 1.0  # how often the service looks whether its workers are al
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM / SIGINT; returns the exit code."""
-    with open_store(settings.storage.database_url) as sessions:
+    # The workers' and the listener's metrics files, for this run only.
+    with (
+        open_store(settings.storage.database_url) as sessions,
+        tempfile.TemporaryDirectory(prefix="ecg2age-metrics-") as metrics_dir,
+    ):
+        metrics.enable(Path(metrics_dir))  # before any worker starts: they inherit it
         _run(settings, sessions)
     log.info("stopped")
     return 0
@@ -80,7 +87,14 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     card = load_card(settings.model.card) if count else None
     state = ServiceState(count, f"{card.name} {card.version}" if card else "")
     # First, so that a port in use stops start-up before any model is loaded.
-    web = start_web(settings.web, create_app(state, sessions, spool.incoming))
+    app = create_app(
+        state,
+        sessions,
+        spool.incoming,
+        metrics_public=settings.web.metrics_public,
+        model=(card.name, card.version) if card else None,
+    )
+    web = start_web(settings.web, app)
     if web:
         log.info("health checks on http://%s:%d/readyz", settings.web.host, settings.web.port)
     workers = [_Worker.start(settings, n, doorbell) for n in range(count)]
@@ -199,6 +213,7 @@ def _worker_main(
     """A worker process: load the model, then claim, predict, report and deliver until told
     to stop (the parent closes the lifeline, or dies, or SIGTERM)."""
     logs.configure(log_level, prefix=f"[worker {number}] ")
+    metrics.enable()  # into the folder the service made (inherited environment)
     # A sender waits for the listener's answer to every C-STORE; a worker's backlog waits on
     # disk. On shared cores the listener comes first.
     os.nice(settings.pipeline.worker_niceness)

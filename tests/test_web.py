@@ -61,3 +61,9 @@ def test_a_database_that_does_not_answer_is_not_ready(tmp_path, ready_state):
     assert answer.status_code == 503
     checks = answer.json()["checks"]
     assert checks["database"] is False and checks["spool"] is True
+
+
+def test_metrics_need_a_login_unless_public(store, tmp_path, ready_state):
+    _, sessions = store
+    answer = client(ready_state, sessions, tmp_path).get("/metrics")
+    assert answer.status_code == 401 and "metrics_public" in answer.json()["detail"]

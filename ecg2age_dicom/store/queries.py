@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Result, bindparam, insert, select, update
+from sqlalchemy import Connection, CursorResult, Result, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -482,3 +482,10 @@ def delivered_before(session: Session, cutoff: datetime) -> list[tuple[Report, R
         .where(Report.path != "")
     ).all()
     return [(report, instance) for report, instance in rows]
+
+
+def queue_depth(session: Session) -> list[tuple[str, int]]:
+    """How many received instances are in each status (every status, 0 where none)."""
+    query = select(ReceivedInstance.status, func.count()).group_by(ReceivedInstance.status)
+    counts = {status: count for status, count in session.execute(query)}
+    return [(status.value, int(counts.get(status, 0))) for status in InstanceStatus]

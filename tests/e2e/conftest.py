@@ -128,6 +128,7 @@ claim_timeout_s = 2
 poll_interval_s = 0.2
 [web]
 port = {service.web_port}
+metrics_public = true
 [sr]
 send_to = ["PACS"]
 [[destinations]]

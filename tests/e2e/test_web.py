@@ -10,9 +10,13 @@ import socket
 import urllib.error
 import urllib.request
 
+import pydicom.config
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
-from tests.peers import CLI, wait_for
+from tests.e2e.test_hostile import send
+from tests.ecg_factory import make_ecg
+from tests.peers import CLI, start_storescp, storescu, wait_for
 
 
 def get(port: int, path: str) -> tuple[int, dict]:
@@ -54,3 +58,52 @@ def test_a_port_in_use_stops_start_up_with_a_clear_message(make_service, section
     log = service.log.read_text()
     assert f"[{section}] cannot listen on 127.0.0.1:{port}: Address already in use" in log
     assert "Traceback" not in log
+
+
+def scrape(port: int) -> dict[str, float]:
+    """``/metrics`` as {sample line without the value: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        lines = answer.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_metrics_count_what_results_shows(make_service, processes, tmp_path):
+    pacs = tmp_path / "pacs"
+    pacs.mkdir()
+    service = make_service()
+    start_storescp(processes, service.pacs_port, pacs)
+    service.start()
+    files = [make_ecg().write(tmp_path / f"{i}.dcm") for i in range(3)]
+    assert storescu(service.port, files).returncode == 0
+    hostile = make_ecg().dataset
+    hostile.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with pydicom.config.disable_value_validation():
+        hostile.SOPInstanceUID = "1.2.abc.4"
+    assert send(service.port, hostile) == 0xA900
+    wait_for(lambda: len(list(pacs.iterdir())) == 6, 120, "the SRs and PDFs")
+    wait_for(
+        lambda: (
+            scrape(service.web_port).get(
+                'ecg2age_deliveries_total{destination="PACS",outcome="delivered"}'
+            )
+            == 6
+        ),
+        30,
+        "the deliveries to be counted",
+    )
+    counts = scrape(service.web_port)
+    assert counts['ecg2age_received_total{outcome="stored"}'] == 3
+    assert counts['ecg2age_received_total{outcome="mismatch"}'] == 1
+    assert counts['ecg2age_predictions_total{model="ECG2Age-PTBXL",version="1.0.0"}'] == 3
+    assert counts['ecg2age_queue_depth{status="predicted"}'] == 3
+    assert counts['ecg2age_model_info{name="ECG2Age-PTBXL",version="1.0.0"}'] == 1
+    for stage in ("decode", "predict", "report", "delivery"):
+        assert counts[f'ecg2age_stage_seconds_count{{stage="{stage}"}}'] >= 1
+    assert not any("1.2." in key for key in counts)  # no UID in a label
+    assert service.stop() == 0
