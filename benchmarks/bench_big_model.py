@@ -31,7 +31,7 @@ from benchmarks.bench_e2e import (
 )
 from ecg2age_dicom.model import sha256_of
 from tests.model_factory import ML4H_OUTPUT, ecg2age_sized_model
-from tests.peers import DCMTK_ENV, ROOT, Processes, free_port, port_open, wait_for
+from tests.peers import ROOT, Processes, free_port, start_storescp
 
 MODEL_DIR = ROOT / "var" / "ecg2age-sized"
 # (label, [pipeline] workers, [model] keys)
@@ -80,13 +80,7 @@ def main() -> None:
         bare = [bare_model_rate(inputs, card, sizes=(16, 32)) for _ in range(args.runs)]
         print(f"stand-in: {size_mb:.0f} MB; bare model {median_worst(bare)} ECG/s", flush=True)
         pacs_port, pacs = free_port(), work / "pacs"
-        pacs.mkdir()
-        processes.start(
-            ["storescp", "-aet", "PACS", "-od", str(pacs), str(pacs_port)],
-            work / "pacs.log",
-            env=DCMTK_ENV,
-        )
-        wait_for(lambda: port_open(pacs_port), 60, "the PACS")
+        start_storescp(processes, pacs_port, pacs)
         delivered = 0
         rows = []
         for label, workers, model_keys in CONFIGURATIONS:

@@ -53,6 +53,7 @@ from tests.peers import (
     free_port,
     orthanc_config,
     port_open,
+    start_storescp,
     wait_for,
 )
 
@@ -385,13 +386,7 @@ def main() -> None:
         bare = repeated(args.runs, lambda run: bare_model_rate(bursts[0]))
 
         pacs_port, pacs = free_port(), work / "pacs"
-        pacs.mkdir()
-        processes.start(
-            ["storescp", "-aet", "PACS", "-od", str(pacs), str(pacs_port)],
-            work / "pacs.log",
-            env=DCMTK_ENV,
-        )
-        wait_for(lambda: port_open(pacs_port), 60, "the PACS")
+        start_storescp(processes, pacs_port, pacs)
         service = Service(processes, work, pacs_port)
         memory = PeakSampler(service.process.pid)
         objects = len(service.outputs)
