@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import getpass
 import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,7 +30,8 @@ from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
 from ecg2age_dicom.identity import check_identity, is_valid_uid
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
 from ecg2age_dicom.outputs import KINDS, build_outputs
-from ecg2age_dicom.store import open_store, queries
+from ecg2age_dicom.store import audit, open_store, queries
+from ecg2age_dicom.users import UserError, add_user, list_users, remove_user
 
 DEFAULT_DATA_DIR = Path("../shared/data")
 PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
@@ -488,6 +491,73 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _new_password(args: argparse.Namespace) -> str:
+    """From standard input (``--password-stdin``: its first line) or asked twice."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise UserError("the two passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    password = _new_password(args)
+    with open_store(settings.storage.database_url) as sessions, sessions.begin() as session:
+        add_user(session, args.name, args.role, password, actor="cli")
+    print(f"user {args.name} added ({args.role})", file=out)
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    with open_store(settings.storage.database_url) as sessions, sessions() as session:
+        rows = [
+            {"name": u.name, "role": u.role.value, "created_at": u.created_at.isoformat()}
+            for u in list_users(session)
+        ]
+    if args.format == "json":
+        print(json.dumps(rows, indent=1), file=out)
+    else:
+        for row in rows:
+            print(f"{row['name']:<24} {row['role']:<8} {row['created_at'][:19]}", file=out)
+    return 0
+
+
+def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    with open_store(settings.storage.database_url) as sessions, sessions.begin() as session:
+        remove_user(session, args.name, actor="cli")
+    print(f"user {args.name} removed", file=out)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise UserError(f"--since {args.since!r} is not a date (YYYY-MM-DD)") from None
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    with open_store(settings.storage.database_url) as sessions, sessions() as session:
+        rows = [
+            {"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "detail": e.detail}
+            for e in audit.events(session, since)
+        ]
+    if args.format == "json":
+        print(json.dumps(rows, indent=1), file=out)
+    else:
+        for row in rows:
+            print(
+                f"{row['at'][:19]}  {row['actor']:<12} {row['action']:<12} {row['detail']}",
+                file=out,
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``--config`` and ``-v`` are accepted before or after the command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -598,6 +668,27 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade", help="apply the schema migrations", parents=[common]
     ).set_defaults(handler=cmd_db_upgrade)
 
+    user = commands.add_parser("user", help="users of the web console", parents=[common])
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    adding = user_commands.add_parser("add", help="add a user", parents=[common])
+    adding.add_argument("name")
+    adding.add_argument("--role", choices=("admin", "viewer"), required=True)
+    adding.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    adding.set_defaults(handler=cmd_user_add)
+    listing = user_commands.add_parser("list", help="list the users", parents=[common])
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.set_defaults(handler=cmd_user_list)
+    removing = user_commands.add_parser("remove", help="remove a user", parents=[common])
+    removing.add_argument("name")
+    removing.set_defaults(handler=cmd_user_remove)
+
+    trail = commands.add_parser("audit", help="the audit trail", parents=[common])
+    trail.add_argument("--since", help="from this date (YYYY-MM-DD) on")
+    trail.add_argument("--format", choices=("table", "json"), default="table")
+    trail.set_defaults(handler=cmd_audit)
+
     resend = commands.add_parser(
         "resend", help="queue reports for delivery again", parents=[common]
     )
@@ -623,6 +714,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         print(f"ecg2age-dicom: {exc.reason}", file=sys.stderr)
         return 2
-    except ModelError as exc:
+    except (ModelError, UserError) as exc:
         print(f"ecg2age-dicom: {exc.reason}", file=sys.stderr)
         return 1

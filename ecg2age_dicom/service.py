@@ -24,6 +24,7 @@ then the HTTP server stops and the process exits 0. A worker whose parent disapp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import multiprocessing
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom import logs, metrics, sr
+from ecg2age_dicom import __version__, logs, metrics, sr
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.delivery import Deliverer
 from ecg2age_dicom.doorbell import Doorbell
@@ -53,7 +54,7 @@ from ecg2age_dicom.net.scp import start_listener
 from ecg2age_dicom.pipeline import Pipeline
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
-from ecg2age_dicom.store import open_store
+from ecg2age_dicom.store import audit, open_store
 from ecg2age_dicom.web import ServiceState, WebServer, create_app, start_web
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,16 @@ def serve(settings: Settings) -> int:
         tempfile.TemporaryDirectory(prefix="ecg2age-metrics-") as metrics_dir,
     ):
         metrics.enable(Path(metrics_dir))  # before any worker starts: they inherit it
-        _run(settings, sessions)
+        # The digest says whether two runs had the same configuration, and shows no secret.
+        digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+        detail = f"version={__version__} config_sha256={digest}"
+        with sessions.begin() as session:
+            audit.record(session, "service", "start", detail)
+        try:
+            _run(settings, sessions)
+        finally:
+            with sessions.begin() as session:
+                audit.record(session, "service", "stop", detail)
     log.info("stopped")
     return 0
 

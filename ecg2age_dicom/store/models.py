@@ -142,3 +142,32 @@ class Delivery(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"  # may also resend and read the audit trail
+    VIEWER = "viewer"
+
+
+class User(Base):
+    """A person who may use the web console: a name, a role and a password hash (argon2)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """Who did what, and when: append-only (the database refuses UPDATE and DELETE)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # a user's name, "cli" or "service"
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")  # no PHI: UIDs, names of users

@@ -14,6 +14,7 @@ import pydicom.config
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ecg2age_dicom.store import audit
 from tests.e2e.test_hostile import send
 from tests.ecg_factory import make_ecg
 from tests.peers import CLI, start_storescp, storescu, wait_for
@@ -43,6 +44,11 @@ def test_health_and_readiness_follow_the_service(make_service):
     assert get(service.web_port, "/readyz")[1]["checks"]["workers"] is False
     wait_for(lambda: get(service.web_port, "/readyz")[0] == 200, 180, "the worker again")
     assert service.stop() == 0
+    # The service's start and stop are in the audit trail, with a digest of its configuration.
+    with service.session() as session:
+        events = audit.events(session)
+    assert [(e.actor, e.action) for e in events] == [("service", "start"), ("service", "stop")]
+    assert events[0].detail == events[1].detail and "config_sha256=" in events[0].detail
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
