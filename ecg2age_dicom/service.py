@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import multiprocessing
 import os
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -51,10 +49,12 @@ from ecg2age_dicom.errors import ConfigError, ModelError
 from ecg2age_dicom.jobs import Jobs, recover_stale, start_jobs
 from ecg2age_dicom.model import ModelRuntime, load_card
 from ecg2age_dicom.net.scp import start_listener
+from ecg2age_dicom.net.sockets import is_loopback
 from ecg2age_dicom.pipeline import Pipeline
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import audit, open_store
+from ecg2age_dicom.users import list_users
 from ecg2age_dicom.web import ServiceState, WebServer, create_app, start_web
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
         metrics_public=settings.web.metrics_public,
         model=(card.name, card.version) if card else None,
     )
-    web = start_web(settings.web, app)
+    with sessions() as session:
+        web = start_web(settings.web, app, len(list_users(session)))
     if web:
         log.info("health checks on http://%s:%d/readyz", settings.web.host, settings.web.port)
     workers = [_Worker.start(settings, n, doorbell) for n in range(count)]
@@ -121,10 +122,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
         raise
     state.update(listener_up=True, workers_ready=len(workers))
     listener = settings.listener
-    if (
-        not listener.allowed_calling_ae_titles
-        and not ipaddress.ip_address(socket.gethostbyname(listener.host)).is_loopback
-    ):
+    if not listener.allowed_calling_ae_titles and not is_loopback(listener.host):
         log.warning(
             "any calling AE title may store on %s:%d: set [listener] "
             "allowed_calling_ae_titles to the carts and archives that send ECGs",

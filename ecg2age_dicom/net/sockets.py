@@ -18,6 +18,7 @@ client. Here:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import socketserver
@@ -158,3 +159,11 @@ class ListenerServer(ThreadedAssociationServer):
         """Stop serving and close the socket (this server is not in ``AE._servers``)."""
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` resolves to a loopback address (reachable from this host only)."""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from ecg2age_dicom.config import WebSettings
 from ecg2age_dicom.errors import ConfigError
+from ecg2age_dicom.net.sockets import is_loopback
 
 STOP_TIMEOUT_S = 10.0
 
@@ -34,17 +35,23 @@ class WebServer:
         self.thread.join(STOP_TIMEOUT_S)
 
 
-def start_web(settings: WebSettings, app: FastAPI) -> WebServer | None:
+def start_web(settings: WebSettings, app: FastAPI, users: int) -> WebServer | None:
     """Bind ``settings.host:port`` and serve ``app`` in a daemon thread (None when ``[web]
-    enabled = false``).
+    enabled = false``); ``users``: how many users the database holds.
 
     Raises
     ------
     ConfigError
-        The address cannot be bound (in use, or not this host's).
+        The address cannot be bound (in use, or not this host's), or it is reachable from
+        other hosts while no user exists (nobody could log in to what it will show).
     """
     if not settings.enabled:
         return None
+    if not users and not is_loopback(settings.host):
+        raise ConfigError(
+            f"[web] host {settings.host} is reachable from other hosts and no user exists: "
+            "add one (ecg2age-dicom user add NAME --role admin) or keep host = 127.0.0.1"
+        )
     try:
         bound = socket.create_server((settings.host, settings.port), reuse_port=False)
     except OSError as exc:

@@ -3,10 +3,12 @@ start-up when a port is taken."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
+import sys
 import urllib.error
 import urllib.request
 
@@ -14,6 +16,7 @@ import pydicom.config
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ecg2age_dicom.cli import main
 from ecg2age_dicom.store import audit
 from tests.e2e.test_hostile import send
 from tests.ecg_factory import make_ecg
@@ -112,4 +115,22 @@ def test_metrics_count_what_results_shows(make_service, processes, tmp_path):
     for stage in ("decode", "predict", "report", "delivery"):
         assert counts[f'ecg2age_stage_seconds_count{{stage="{stage}"}}'] >= 1
     assert not any("1.2." in key for key in counts)  # no UID in a label
+    assert service.stop() == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_web_port_open_to_other_hosts_needs_a_user_first(make_service, monkeypatch):
+    service = make_service()
+    config = service.folder / "ecg2age.toml"
+    config.write_text(config.read_text().replace("[web]\n", '[web]\nhost = "0.0.0.0"\n'))
+    process = service.processes.start([str(CLI), "--config", str(config), "serve"], service.log)
+    assert process.wait(timeout=120) == 2
+    assert "[web] host 0.0.0.0 is reachable from other hosts and no user exists" in (
+        service.log.read_text()
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough password\n"))
+    add = ["--config", str(config), "user", "add", "admin", "--role", "admin", "--password-stdin"]
+    assert main(add, out=io.StringIO()) == 0
+    service.start()
+    assert get(service.web_port, "/healthz") == (200, {"status": "alive"})
     assert service.stop() == 0
