@@ -124,7 +124,7 @@ def score(
         return []
     ages = runtime.predict(np.stack(inputs))
     known = chronological_ages or [None] * len(inputs)
-    correction = runtime.card.age_gap.correction() if runtime.card.age_gap else None
+    correction = runtime.card.gap_correction
     results: list[Score | str] = []
     for predicted, chronological in zip(ages, known, strict=True):
         if not np.isfinite(predicted):
@@ -147,5 +147,5 @@ def algorithm_of(card: ModelCard) -> sr.AlgorithmDescription:
         card.version,
         card.intended_use,
         card.validated_for_clinical_use,
-        card.age_gap.correction() if card.age_gap else None,
+        card.gap_correction,
     )

@@ -59,7 +59,8 @@ def test_predict_the_real_sample_with_the_default_model(tmp_path):
     assert row["chronological_age_years"] == 42.0  # Patient's Age 042Y
     assert row["age_gap_years"] == pytest.approx(row["predicted_age_years"] - 42.0, abs=0.02)
     # the default card's [age_gap] correction: the gap less the gap expected at 42
-    correction = load_card(Path("model_zoo/ECG2Age-PTBXL/model.toml")).age_gap.correction()
+    correction = load_card(Path("model_zoo/ECG2Age-PTBXL/model.toml")).gap_correction
+    assert correction is not None
     expected = correction.corrected_gap(row["predicted_age_years"], 42.0)
     assert row["age_gap_corrected_years"] == pytest.approx(expected, abs=0.01)
     report = pydicom.dcmread(row["sr_path"])

@@ -120,6 +120,11 @@ class ModelCard(_CardSection):
         return names
 
     @property
+    def gap_correction(self) -> GapCorrection | None:
+        """The ``[age_gap]`` correction, when the card defines one."""
+        return self.age_gap.correction() if self.age_gap else None
+
+    @property
     def path(self) -> Path:
         """Where the model file is expected."""
         return self.folder / self.file
