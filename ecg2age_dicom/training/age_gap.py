@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ecg2age_dicom.age import METHODS, GapCorrection, fit_gap_correction
+from ecg2age_dicom.config import ModelSettings
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.training import data
 from ecg2age_dicom.training.evaluate import predict_records
 
-DEFAULT_CARD = Path("model_zoo/ECG2Age-PTBXL/model.toml")
 VALIDATION_FOLDS = (5, 6, 7, 8)
 
 
@@ -101,7 +101,7 @@ def report(ages: np.ndarray, predicted: np.ndarray, correction: GapCorrection) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--card", type=Path, default=DEFAULT_CARD)
+    parser.add_argument("--card", type=Path, default=ModelSettings().card)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--folds", type=int, nargs="+", default=list(VALIDATION_FOLDS))
     parser.add_argument("--method", choices=sorted(METHODS), default="quadratic")
