@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import make_engine, session_factory
 from ecg2age_dicom.store.db import upgrade
 from tests.ecg_factory import make_ecg
-from tests.peers import DCMTK_ENV, ROOT, free_port, port_open, wait_for
+from tests.peers import ROOT, Processes, free_port, start_storescp
 from tests.receive_factory import receive
 
 CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
@@ -37,16 +36,9 @@ CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
 
 def one_run(work: Path, runtime: ModelRuntime, outputs: list[str], n: int) -> dict[str, float]:
     """Wall and CPU ms per ECG of the pipeline and of the delivery, for N fresh ECGs."""
-    port = free_port()
-    (work / "pacs").mkdir(parents=True)
-    pacs = subprocess.Popen(
-        ["storescp", "-aet", "PACS", "-od", str(work / "pacs"), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, processes = free_port(), Processes()
     try:
-        wait_for(lambda: port_open(port), 30, "storescp")
+        start_storescp(processes, port, work / "pacs")
         config = work / "ecg2age.toml"
         config.write_text(
             f'[[destinations]]\nname = "PACS"\nae_title = "PACS"\nhost = "127.0.0.1"\n'
@@ -69,8 +61,7 @@ def one_run(work: Path, runtime: ModelRuntime, outputs: list[str], n: int) -> di
         deliverer.close()
         engine.dispose()
     finally:
-        pacs.kill()
-        pacs.wait()
+        processes.kill_all()
     (start_wall, start_cpu), (mid_wall, mid_cpu), (end_wall, end_cpu) = marks
     per_ecg = 1000 / n
     return {
