@@ -361,17 +361,13 @@ def cmd_model_verify(args: argparse.Namespace, out: TextIO) -> int:
 def _verify_transform(runtime: ModelRuntime, batch_size: int, out: TextIO) -> int:
     """Predict the reference set; 1 when the card's output transform gives implausible ages."""
     from ecg2age_dicom.model.transforms import check_transforms
-    from ecg2age_dicom.training.data import REFERENCE_SET, as_ecg, load_reference
+    from ecg2age_dicom.training.data import REFERENCE_SET, load_reference
+    from ecg2age_dicom.training.evaluate import input_batches
 
     reference = load_reference()
     card = runtime.card
-    inputs = [card.input.model_input(as_ecg(signal, reference.fs)) for signal in reference.signals]
-    raw = np.concatenate(
-        [
-            runtime.predict_raw(np.stack(inputs[start : start + batch_size]))
-            for start in range(0, len(inputs), batch_size)
-        ]
-    )
+    batches = input_batches(runtime, reference.signals, reference.fs, batch_size)
+    raw = np.concatenate([runtime.predict_raw(np.stack(inputs)) for inputs in batches])
     checks = check_transforms(raw, reference.ages, card.output.scale, card.output.offset)
     print(
         f"\nreference set: {len(reference.ages)} real ECGs ({REFERENCE_SET.name}), true age mean "

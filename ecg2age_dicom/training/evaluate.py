@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def metrics(true_ages: np.ndarray, predicted: np.ndarray) -> Metrics:
     )
 
 
+def input_batches(
+    runtime: ModelRuntime, signals: list[np.ndarray] | np.ndarray, fs: float, batch: int
+) -> Iterator[list[np.ndarray]]:
+    """The card's model inputs for raw microvolt records at ``fs``, ``batch`` at a time."""
+    for start in range(0, len(signals), batch):
+        chunk = signals[start : start + batch]
+        yield [scoring.model_input(data.as_ecg(signal, fs), runtime.card) for signal in chunk]
+
+
 def predict_records(
     runtime: ModelRuntime, signals: list[np.ndarray] | np.ndarray, fs: float, batch: int = 64
 ) -> np.ndarray:
@@ -54,9 +64,7 @@ def predict_records(
         The model gave no finite age for a record.
     """
     ages: list[float] = []
-    for start in range(0, len(signals), batch):
-        chunk = signals[start : start + batch]
-        inputs = [scoring.model_input(data.as_ecg(signal, fs), runtime.card) for signal in chunk]
+    for inputs in input_batches(runtime, signals, fs, batch):
         for result in scoring.score(runtime, inputs):
             if isinstance(result, str):
                 raise ModelError(result)
