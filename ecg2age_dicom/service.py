@@ -95,15 +95,9 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     count = settings.pipeline.workers
     card = load_card(settings.model.card) if count else None
-    state = ServiceState(count, f"{card.name} {card.version}" if card else "")
+    state = ServiceState(count, (card.name, card.version) if card else None)
     # First, so that a port in use stops start-up before any model is loaded.
-    app = create_app(
-        state,
-        sessions,
-        spool.incoming,
-        metrics_public=settings.web.metrics_public,
-        model=(card.name, card.version) if card else None,
-    )
+    app = create_app(state, sessions, spool.incoming, metrics_public=settings.web.metrics_public)
     with sessions() as session:
         web = start_web(settings.web, app, len(list_users(session)))
     if web:

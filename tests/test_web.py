@@ -15,7 +15,7 @@ def client(state, sessions, incoming) -> TestClient:
 
 @pytest.fixture
 def ready_state() -> ServiceState:
-    state = ServiceState(workers_expected=1, model="Tiny 0.1")
+    state = ServiceState(workers_expected=1, model=("Tiny", "0.1"))
     state.update(listener_up=True, workers_ready=1)
     return state
 

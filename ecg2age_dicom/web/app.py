@@ -27,9 +27,8 @@ def create_app(
     incoming: Path,
     *,
     metrics_public: bool = False,
-    model: tuple[str, str] | None = None,
 ) -> FastAPI:
-    """The application for one running service; ``model``: its card's (name, version)."""
+    """The application for one running service."""
     app = FastAPI(title="ecg2age-dicom", version=__version__, docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -58,7 +57,7 @@ def create_app(
             with sessions() as session:
                 return queries.queue_depth(session)
 
-        body, content_type = metrics.exposition(depth, model)
+        body, content_type = metrics.exposition(depth, state.model)
         return Response(body, media_type=content_type)
 
     return app

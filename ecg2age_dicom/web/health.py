@@ -23,7 +23,7 @@ class ServiceState:
     """The service's own state, set by its watch loop (thread-safe)."""
 
     workers_expected: int = 0
-    model: str = ""
+    model: tuple[str, str] | None = None  # the card's (name, version); None: no worker
     _listener_up: bool = False
     _workers_ready: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -77,6 +77,6 @@ def readiness(
         "status": "ready" if ready else "not ready",
         "checks": checks,
         "workers": {"ready": workers_ready, "expected": state.workers_expected},
-        "model": state.model or None,
+        "model": " ".join(state.model) if state.model else None,
     }
     return ready, body
