@@ -1,14 +1,14 @@
 # ecg2age-dicom: `make run` starts the service, `make test` runs every test.
 # Both install first: a .venv with the package and its extras, and the Debian packages the
 # service and its tests use (dcmtk, dicom3tools, poppler-utils, fonts-dejavu-core, and
-# orthanc as a real PACS).
+# orthanc as a real PACS, chromium for the console's browser tests).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := dcmtk dicom3tools poppler-utils fonts-dejavu-core orthanc
+DEBIAN_PACKAGES := dcmtk dicom3tools poppler-utils fonts-dejavu-core orthanc chromium
 # Commands that prove each Debian package is present.
-DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy pdftoppm pdftotext Orthanc
+DEBIAN_COMMANDS := storescu storescp echoscu dsrdump dsr2html dciodvfy pdftoppm pdftotext Orthanc chromium
 # Files that prove the others (fonts-dejavu-core: names outside WinAnsi on the PDF report).
 DEBIAN_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 

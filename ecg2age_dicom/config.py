@@ -40,7 +40,7 @@ def check_ae_title(value: str) -> str:
 
 
 class TLSSettings(_Section):
-    """``[listener.tls]``: TLS for incoming associations (PEM files)."""
+    """``[listener.tls]`` and ``[web.tls]``: TLS for incoming connections (PEM files)."""
 
     cert: Path
     key: Path
@@ -171,14 +171,21 @@ def _default_destinations() -> list[Destination]:
 
 
 class WebSettings(_Section):
-    """``[web]``: HTTP beside the DICOM listener: ``/healthz`` (the process answers),
-    ``/readyz`` (listener, database, spool and workers ready), JSON, without PHI, and
-    ``/metrics`` (Prometheus)."""
+    """``[web]``: the operations console beside the DICOM listener (pages behind a login),
+    ``/healthz`` and ``/readyz`` (JSON, no login, no PHI) and ``/metrics`` (Prometheus)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    metrics_public: bool = False  # GET /metrics without a login (no logins exist yet)
+    metrics_public: bool = False  # GET /metrics without a login
+    # Signs the session cookies; made (32 random bytes, mode 0600) at the first start.
+    secret_key_file: Path = Path("var/web-secret.key")
+    session_hours: float = Field(8.0, gt=0, le=24 * 7)
+    # Failed logins in a row before a user is locked out; each lockout doubles, from
+    # lockout_minutes up to a day.
+    max_failed_logins: int = Field(5, ge=1, le=100)
+    lockout_minutes: float = Field(5.0, gt=0)
+    tls: TLSSettings | None = None  # HTTPS (and Secure cookies); ca + require_client_cert too
 
 
 class Settings(BaseSettings):

@@ -49,6 +49,7 @@ from ecg2age_dicom.identity import Identity, check_identity, shown
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import InstanceStatus
+from ecg2age_dicom.vr import clean_value
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +193,22 @@ class Receiver:
             problem = exc.reason
         except Exception as exc:  # a malformed value pydicom cannot convert
             problem = f"the waveform header cannot be read ({type(exc).__name__})"
-        return self._store(path, identity, request, problem)
+        return self._store(path, dataset, identity, request, problem)
 
     def _store(
-        self, path: Path, identity: Identity, request: StoreRequest, problem: str | None
+        self,
+        path: Path,
+        dataset: Dataset,
+        identity: Identity,
+        request: StoreRequest,
+        problem: str | None,
     ) -> Received:
         uid = identity.sop_instance_uid
         try:
             target = (self.spool.quarantine_path if problem else self.spool.received_path)(uid)
             with self.engine.begin() as connection:
                 _, created = queries.record_received(
-                    connection, _new_instance(identity, target, request, problem)
+                    connection, _new_instance(dataset, identity, target, request, problem)
                 )
                 if created:  # on disk before the row commits, both before we answer
                     move_durably(path, target)
@@ -252,9 +258,22 @@ def _identity_as_announced(dataset: Dataset, request: StoreRequest) -> Identity:
     return identity
 
 
+def _searched_value(dataset: Dataset, keyword: str) -> str:
+    """What the console searches by, cleaned to its VR; "" for a value pydicom cannot read (a
+    sender's broken character set must not stop its ECG from being stored)."""
+    try:
+        return clean_value(keyword, dataset.get(keyword)) or ""
+    except (ValueError, LookupError, TypeError):
+        return ""
+
+
 def _new_instance(
-    identity: Identity, path: Path, request: StoreRequest, problem: str | None
+    dataset: Dataset, identity: Identity, path: Path, request: StoreRequest, problem: str | None
 ) -> queries.NewInstance:
+    searched = {
+        keyword: _searched_value(dataset, keyword)
+        for keyword in ("PatientID", "AccessionNumber", "PatientSex")
+    }
     return queries.NewInstance(
         sop_instance_uid=identity.sop_instance_uid,
         study_instance_uid=identity.study_instance_uid,
@@ -263,6 +282,9 @@ def _new_instance(
         spool_path=str(path),
         calling_ae_title=request.calling_ae_title,
         peer_address=request.peer,
+        patient_id=searched["PatientID"],
+        accession_number=searched["AccessionNumber"],
+        patient_sex=searched["PatientSex"],
         status=InstanceStatus.FAILED if problem else InstanceStatus.RECEIVED,
         error=problem,
     )

@@ -97,7 +97,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session]) -> None:
     card = load_card(settings.model.card) if count else None
     state = ServiceState(count, (card.name, card.version) if card else None)
     # First, so that a port in use stops start-up before any model is loaded.
-    app = create_app(state, sessions, spool.incoming, metrics_public=settings.web.metrics_public)
+    app = create_app(settings, state, sessions)
     with sessions() as session:
         web = start_web(settings.web, app, len(list_users(session)))
     if web:

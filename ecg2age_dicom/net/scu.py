@@ -32,6 +32,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu_primitives import A_ABORT
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ecg2age_dicom.config import DeliverySettings, Destination
@@ -118,23 +119,54 @@ class ReportSender:
             return [
                 SendResult(p, Outcome.RETRY, "not sent: the service is stopping") for p in paths
             ]
-        ae = AE(ae_title=self.ae_title)
-        ae.connection_timeout = self.timeouts.connect_timeout_s
-        ae.acse_timeout = self.timeouts.acse_timeout_s
-        ae.dimse_timeout = self.timeouts.dimse_timeout_s
-        ae.network_timeout = self.timeouts.network_timeout_s
-        for sop_class in REPORT_STORAGE:
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        tls = None
-        if destination.tls:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
-            tls = (context, destination.host)
-        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
         handlers: list[EventHandlerType] = [
             NO_DELAY_HANDLER,
             CHECKPOINT_HANDLER,
             (evt.EVT_CONN_OPEN, self._track),
         ]
+        assoc = self._connect(destination, REPORT_STORAGE, handlers)
+        if isinstance(assoc, str):
+            return [SendResult(p, Outcome.RETRY, assoc) for p in paths]
+        try:
+            return self._send_all(assoc, paths)
+        finally:
+            with self._lock:
+                self._in_flight.discard(assoc)
+
+    def echo(self, destination: Destination) -> str:
+        """C-ECHO ``destination``: "" when it answers with success, else why not."""
+        assoc = self._connect(destination, (Verification,), [NO_DELAY_HANDLER])
+        if isinstance(assoc, str):
+            return assoc
+        try:
+            answer = assoc.send_c_echo()
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        status = answer.get("Status") if answer else None
+        if status is None:
+            return "no answer to C-ECHO"
+        return "" if code_to_category(status) == STATUS_SUCCESS else f"C-ECHO status 0x{status:04X}"
+
+    def _connect(
+        self,
+        destination: Destination,
+        sop_classes: Sequence[str],
+        handlers: list[EventHandlerType],
+    ) -> Association | str:
+        """An established association to ``destination`` proposing ``sop_classes``, with the
+        ``[delivery]`` timeouts, or why there is none."""
+        ae = AE(ae_title=self.ae_title)
+        ae.connection_timeout = self.timeouts.connect_timeout_s
+        ae.acse_timeout = self.timeouts.acse_timeout_s
+        ae.dimse_timeout = self.timeouts.dimse_timeout_s
+        ae.network_timeout = self.timeouts.network_timeout_s
+        for sop_class in sop_classes:
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        tls = None
+        if destination.tls:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
+            tls = (context, destination.host)
         try:
             assoc = ae.associate(
                 destination.host,
@@ -144,18 +176,14 @@ class ReportSender:
                 evt_handlers=handlers,
             )
         except (OSError, ssl.SSLError) as exc:
-            detail = f"cannot connect to {destination.host}:{destination.port}: {exc}"
-            return [SendResult(p, Outcome.RETRY, detail) for p in paths]
-        try:
-            if not assoc.is_established:
-                state = "rejected" if assoc.is_rejected else "aborted or failed"
-                return [
-                    SendResult(p, Outcome.RETRY, f"association to {where} {state}") for p in paths
-                ]
-            return self._send_all(assoc, paths)
-        finally:
+            return f"cannot connect to {destination.host}:{destination.port}: {exc}"
+        if not assoc.is_established:
             with self._lock:
                 self._in_flight.discard(assoc)
+            state = "rejected" if assoc.is_rejected else "aborted or failed"
+            where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+            return f"association to {where} {state}"
+        return assoc
 
     def _send_all(self, assoc: Association, paths: Sequence[str]) -> list[SendResult]:
         results = []

@@ -122,7 +122,7 @@ def _polyline_template(points: int, pitch: int) -> str:
     return "0 %d m " + "".join(f"{pitch * k} %d l " for k in range(1, points))
 
 
-def _peaks(values: np.ndarray) -> np.ndarray:
+def peaks(values: np.ndarray) -> np.ndarray:
     """One value for each pair of samples, the one farther from the baseline: half the points
     to write (0.1 mm apart on paper), no peak lowered, none moved by more than one sample."""
     pairs = values[: values.size // 2 * 2].reshape(-1, 2)
@@ -148,21 +148,30 @@ def _grid(left_mm: float, width_mm: float) -> str:
     return "q " + " ".join(parts) + " Q"
 
 
+PAIR_PITCH = round(2 * SPEED_MM_PER_S / SAMPLING_HZ / 0.01)
+"""Trace units (0.01 mm) between two drawn points (one per pair of samples): 10."""
+
+
+def segments(signal_uv: np.ndarray, trace_left_mm: float) -> list[tuple[float, int, np.ndarray]]:
+    """(left edge in mm, row, µV) of the rhythm strip (row 3) and each 2.5 s lead segment
+    (rows 0-2, :data:`COLUMNS`): the layout the page and the console's trace share."""
+    column = round(COLUMN_S * SAMPLING_HZ)
+    laid_out = [(trace_left_mm, 3, signal_uv[:, LEADS.index(RHYTHM_LEAD)])]
+    for index, names in enumerate(COLUMNS):
+        left = trace_left_mm + index * COLUMN_S * SPEED_MM_PER_S
+        rows = signal_uv[index * column : (index + 1) * column]
+        laid_out += [(left, row, rows[:, LEADS.index(name)]) for row, name in enumerate(names)]
+    return laid_out
+
+
 def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -> str:
     """Every lead segment and the rhythm strip, each on its row's line whatever its offset
     (less its median), with a calibration pulse per row; each path drawn from its own origin,
     so that its numbers stay short."""
-    pitch = round(2 * SPEED_MM_PER_S / SAMPLING_HZ / 0.01)  # units per pair of samples: 10
-    column = round(COLUMN_S * SAMPLING_HZ)
-    segments = [(trace_left_mm, 3, signal_uv[:, LEADS.index(RHYTHM_LEAD)])]
-    for index, names in enumerate(COLUMNS):
-        left = trace_left_mm + index * COLUMN_S * SPEED_MM_PER_S
-        rows = signal_uv[index * column : (index + 1) * column]
-        segments += [(left, row, rows[:, LEADS.index(name)]) for row, name in enumerate(names)]
     paths = [(pulse_left_mm, row, _PULSE) for row in range(4)]
-    for left, row, values in segments:
-        y = np.rint(_peaks(values - np.median(values))).astype(np.int64).tolist()
-        paths.append((left, row, _polyline_template(len(y), pitch) % tuple(y)))
+    for left, row, values in segments(signal_uv, trace_left_mm):
+        y = np.rint(peaks(values - np.median(values))).astype(np.int64).tolist()
+        paths.append((left, row, _polyline_template(len(y), PAIR_PITCH) % tuple(y)))
     width = 0.6 / UNIT  # 0.6 pt
     drawn = (
         f"q {UNIT:.6f} 0 0 {UNIT:.6f} {x * mm:.2f} {row_baseline_mm(row) * mm:.2f} cm {p}S Q"
@@ -171,7 +180,7 @@ def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -
     return f"q 0 0 0 RG {width:.1f} w 1 j " + " ".join(drawn) + " Q"
 
 
-def _label_positions(trace_left_mm: float) -> list[tuple[str, float, float]]:
+def label_positions(trace_left_mm: float) -> list[tuple[str, float, float]]:
     """(lead, x, y) in mm for each segment's label."""
     labels = []
     for row in range(3):
@@ -280,7 +289,7 @@ def render_page(
     canvas.addLiteral(_traces(signal_uv, trace_left, pulse_left))
 
     canvas.setFont(_BOLD, 9)
-    for lead, x, y in _label_positions(trace_left):
+    for lead, x, y in label_positions(trace_left):
         canvas.drawString(x * mm, y * mm, lead + ("*" if lead in leads_derived else ""))
 
     top = height / mm - MARGIN_MM

@@ -1,9 +1,11 @@
 """The audit trail: who did what and when, append-only (the database refuses UPDATE and DELETE
 on ``audit_events``: migration 0005).
 
-Actions so far: ``start`` and ``stop`` of the service (detail: its version and a digest of its
-configuration), ``user_add`` and ``user_remove`` (detail: the user's name and role). Details
-never hold PHI: UIDs, users' names, digests.
+Actions: ``start`` and ``stop`` of the service (detail: its version and a digest of its
+configuration), ``user_add`` and ``user_remove`` (detail: the user's name and role), and the
+console's ``login``, ``login_failed``, ``login_refused`` (locked out), ``logout``,
+``view_ecg``, ``download`` and ``resend`` (detail: the ECG's SOP Instance UID, the report's
+kind). Details never hold PHI: UIDs, users' names, digests.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ def record(session: Session, actor: str, action: str, detail: str = "") -> None:
     )
 
 
-def events(session: Session, since: datetime | None = None) -> list[AuditEvent]:
-    """Every event (from ``since`` on), oldest first."""
-    query = select(AuditEvent).order_by(AuditEvent.id)
+def events(
+    session: Session, since: datetime | None = None, newest: int | None = None
+) -> list[AuditEvent]:
+    """Every event (from ``since`` on), oldest first; or only the ``newest`` ones, newest
+    first."""
+    query = select(AuditEvent)
     if since is not None:
         query = query.where(AuditEvent.at >= since)
+    if newest is not None:
+        query = query.order_by(AuditEvent.id.desc()).limit(newest)
+    else:
+        query = query.order_by(AuditEvent.id)
     return list(session.scalars(query))

@@ -66,9 +66,14 @@ class ReceivedInstance(Base):
     study_instance_uid: Mapped[str] = mapped_column(UID, default="")
     series_instance_uid: Mapped[str] = mapped_column(UID, default="")
     sop_class_uid: Mapped[str] = mapped_column(UID, default="")
-    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="", index=True)
     peer_address: Mapped[str] = mapped_column(String(64), default="")
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # What the console searches and groups by, cleaned to their VR (PHI: the console shows
+    # them only after a login).
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
     spool_path: Mapped[str] = mapped_column(Text)
     status: Mapped[InstanceStatus] = mapped_column(
         _enum(InstanceStatus, "instance_status"), default=InstanceStatus.RECEIVED, index=True
@@ -131,7 +136,7 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
-    destination: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING, index=True
     )
@@ -159,6 +164,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # since the last success
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class AuditEvent(Base):

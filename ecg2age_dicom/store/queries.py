@@ -52,6 +52,9 @@ class NewInstance:
     spool_path: str
     calling_ae_title: str = ""
     peer_address: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    patient_sex: str = ""
     status: InstanceStatus = InstanceStatus.RECEIVED
     error: str | None = None
 
