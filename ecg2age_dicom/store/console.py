@@ -174,8 +174,8 @@ def report_of(session: Session, sop_instance_uid: str, kind: str) -> Report | No
 
 @dataclass(frozen=True)
 class Activity:
-    """How many ECGs were received, predicted and delivered in each hour of the last day,
-    oldest hour first (24 per list)."""
+    """How many ECGs were received and predicted, and how many report objects delivered (to
+    every destination), in each hour of the last day, oldest hour first (24 per list)."""
 
     received: list[int]
     predicted: list[int]

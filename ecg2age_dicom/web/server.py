@@ -2,13 +2,15 @@
 
 :func:`start_web` binds the ``[web]`` host and port before it returns (a port in use stops
 start-up with a clear error, as the DICOM listener's does) and serves until
-:meth:`WebServer.stop`. No access log: request lines would carry the paths of the console's
+:meth:`WebServer.stop`; over HTTPS with ``[web.tls]`` (uvicorn's TLS, client certificates
+when ``require_client_cert``). No access log: request lines would carry the paths of the console's
 pages, and the service logs what matters itself.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -58,14 +60,24 @@ def start_web(settings: WebSettings, app: FastAPI, users: int) -> WebServer | No
         raise ConfigError(
             f"[web] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
+    tls = settings.tls
     config = uvicorn.Config(
         app,
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
+        ssl_ca_certs=str(tls.ca) if tls and tls.ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.require_client_cert else ssl.CERT_NONE,
         log_level="warning",
         access_log=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
         limit_concurrency=64,  # a flood of connections gets 503s, not the service's memory
     )
+    try:
+        config.load()  # here, so that an unusable certificate stops start-up with its reason
+    except (OSError, ssl.SSLError) as exc:
+        bound.close()
+        raise ConfigError(f"[web.tls] cannot be used: {exc}") from None
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [bound]}, name="web", daemon=True

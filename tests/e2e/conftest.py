@@ -129,6 +129,7 @@ poll_interval_s = 0.2
 [web]
 port = {service.web_port}
 metrics_public = true
+secret_key_file = "{folder / "web-secret.key"}"
 [sr]
 send_to = ["PACS"]
 [[destinations]]
