@@ -148,7 +148,8 @@ def main() -> None:
         upgrade(engine)
         began = time.perf_counter()
         found = fill(engine, args.rows)
-        print(f"{engine.dialect.name}: {args.rows} ECGs filled in {time.perf_counter() - began:.0f} s")
+        filled_s = time.perf_counter() - began
+        print(f"{engine.dialect.name}: {args.rows} ECGs filled in {filled_s:.0f} s")
         sessions = session_factory(engine)
         with sessions.begin() as session:
             add_user(session, "bench", "viewer", PASSWORD, actor="bench")
