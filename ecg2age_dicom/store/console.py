@@ -65,7 +65,8 @@ def _status_is(status: str) -> ColumnElement[bool]:
     if status == "delivered":
         return and_(predicted, _deliveries(), not_(undelivered))
     if status == "predicted":
-        return and_(predicted, not_(failed), or_(not_(_deliveries()), undelivered))
+        without_deliveries = ReceivedInstance.id.not_in(_instances_with())
+        return and_(predicted, not_(failed), or_(undelivered, without_deliveries))
     return ReceivedInstance.status == InstanceStatus(status)
 
 
