@@ -41,7 +41,7 @@ def _deliveries(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     )
 
 
-def _instances_with(*conditions: ColumnElement[bool]) -> Select[tuple[int]]:
+def _instances_with(*conditions: ColumnElement[bool]) -> Select[int]:
     """The instances with a delivery meeting ``conditions`` (computed once: cheap for the few
     that failed or are still on their way)."""
     return (
