@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_worker
 	$(BIN)/python -m benchmarks.bench_e2e
+	$(BIN)/python -m benchmarks.bench_worklist
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
