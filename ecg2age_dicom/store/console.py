@@ -25,7 +25,7 @@ from ecg2age_dicom.store.models import (
     ReceivedInstance,
     Report,
 )
-from ecg2age_dicom.store.queries import overall_status, queue_depth, utcnow
+from ecg2age_dicom.store.queries import latest_prediction, overall_status, queue_depth, utcnow
 
 STATUSES = ("received", "processing", "failed", "predicted", "delivered", "delivery_failed")
 
@@ -124,10 +124,6 @@ class WorklistRow:
     predicted_age_years: float | None
     age_gap_years: float | None
     quality_flags: Sequence[str]
-
-
-def latest_prediction(instance: ReceivedInstance) -> Prediction | None:
-    return max(instance.predictions, key=lambda prediction: prediction.id, default=None)
 
 
 def _with_reports() -> ExecutableOption:

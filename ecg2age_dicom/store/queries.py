@@ -286,6 +286,11 @@ def overall_status(instance: ReceivedInstance, reports: Sequence[Report]) -> str
     return _delivery_state(deliveries)
 
 
+def latest_prediction(instance: ReceivedInstance) -> Prediction | None:
+    """The instance's newest prediction (the one ``results`` and the console show)."""
+    return max(instance.predictions, key=lambda prediction: prediction.id, default=None)
+
+
 def results(session: Session, status: str | None = None, limit: int = 100) -> list[ResultRow]:
     """The newest instances first, with their prediction, report and delivery state."""
     query = (
@@ -303,7 +308,7 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
         query = query.where(ReceivedInstance.status == InstanceStatus.PREDICTED)
     rows: list[ResultRow] = []
     for instance in session.scalars(query).yield_per(500):
-        prediction = max(instance.predictions, key=lambda p: p.id, default=None)
+        prediction = latest_prediction(instance)
         reports = prediction.reports if prediction else []
         row_status = overall_status(instance, reports)
         if status is not None and row_status != status:

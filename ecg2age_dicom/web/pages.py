@@ -311,7 +311,7 @@ def console_router(context: Console) -> APIRouter:
             return context.error_page(request, 404, "no such ECG")
         context.record(user.name, "view_ecg", f"sop={uid}")
         view = _trace(instance.spool_path)
-        prediction = console.latest_prediction(instance)
+        prediction = queries.latest_prediction(instance)
         reports = prediction.reports if prediction else []
         return context.render(
             request,
