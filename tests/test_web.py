@@ -3,15 +3,23 @@ behind a login."""
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import urllib.error
+import urllib.request
+
 import pytest
 from fastapi.testclient import TestClient
 
 from ecg2age_dicom import metrics
 from ecg2age_dicom.config import Settings, StorageSettings, WebSettings
+from ecg2age_dicom.errors import ConfigError
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import make_engine, session_factory
 from ecg2age_dicom.users import add_user
-from ecg2age_dicom.web import ServiceState, create_app
+from ecg2age_dicom.web import ServiceState, create_app, start_web
+from tests.peers import free_port, wait_for
+from tests.test_sockets import self_signed
 
 
 def client(state, sessions, spool_dir, **web) -> TestClient:
@@ -95,3 +103,45 @@ def test_metrics_need_a_login_unless_public(store, tmp_path, ready_state, monkey
     assert scraped.status_code == 200 and "ecg2age_queue_depth" in scraped.text
     public = client(ready_state, sessions, tmp_path / "spool", metrics_public=True)
     assert public.get("/metrics").status_code == 200
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_the_console_over_https_with_secure_cookies(store, tmp_path, ready_state):
+    _, sessions = store
+    key, cert = self_signed(tmp_path)
+    port = free_port()
+    web = WebSettings(port=port, secret_key_file=tmp_path / "key", tls={"cert": cert, "key": key})
+    settings = Settings(storage=StorageSettings(spool_dir=spool_at(tmp_path / "spool")), web=web)
+    server = start_web(web, create_app(settings, ready_state, sessions), users=0)
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        url = f"https://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/healthz", context), 20, "HTTPS to answer")
+        with urllib.request.urlopen(url + "/login", context=context, timeout=10) as answer:
+            assert "secure" in answer.headers["set-cookie"].lower()
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP on HTTPS
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+    finally:
+        server.stop()
+
+
+def test_an_unusable_certificate_stops_start_up_with_its_reason(store, tmp_path, ready_state):
+    _, sessions = store
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    web = WebSettings(
+        port=free_port(),
+        secret_key_file=tmp_path / "key",
+        tls={"cert": tmp_path / "bad.pem", "key": tmp_path / "bad.pem"},
+    )
+    settings = Settings(storage=StorageSettings(spool_dir=spool_at(tmp_path / "spool")), web=web)
+    with pytest.raises(ConfigError, match=r"\[web.tls\] cannot be used"):
+        start_web(web, create_app(settings, ready_state, sessions), users=0)
+
+
+def _answers(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
