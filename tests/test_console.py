@@ -81,7 +81,7 @@ def stored_ecg(sessions, spool, tmp_path, name="Test^Factory", patient_id="P-1",
                     "0.1",
                     61.5,
                     51.0,
-                    None,
+                    10.5,
                     ("baseline_wander",),
                     [queries.NewReport("sr", generate_uid(), str(report))],
                     ["PACS"],
@@ -269,4 +269,6 @@ def test_overview_model_and_cohort_pages(console, tmp_path):
     assert client.get("/model/plots/calibration.png").headers["content-type"] == "image/png"
     assert client.get("/model/plots/model.keras").status_code == 404
     cohort = client.get("/cohort").text
-    assert "1 predictions, 1 with a chronological age" in cohort and "F" in cohort
+    assert "1 predictions, 1 with a chronological age" in cohort
+    # the age gap by sex: one woman, her gap +10.5 y
+    assert '<td>F</td><td class="num">1</td><td class="num">+10.5</td>' in cohort
