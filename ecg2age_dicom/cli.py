@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -537,7 +537,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
             since = datetime.fromisoformat(args.since)
         except ValueError:
             raise UserError(f"--since {args.since!r} is not a date (YYYY-MM-DD)") from None
-        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        since = queries.aware(since)
     with open_store(settings.storage.database_url) as sessions, sessions() as session:
         rows = [
             {"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "detail": e.detail}

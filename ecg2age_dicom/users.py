@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ecg2age_dicom.errors import Ecg2AgeError
 from ecg2age_dicom.store import audit
 from ecg2age_dicom.store.models import Role, User
+from ecg2age_dicom.store.queries import aware
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD_LENGTH = 12
@@ -120,7 +121,7 @@ def authenticate(
         _spend_a_hash(password)
         audit.record(session, shown_name, "login_failed", f"via={via} reason=unknown user")
         return LoginRefused("wrong user name or password")
-    locked_until = _aware(user.locked_until)
+    locked_until = aware(user.locked_until) if user.locked_until else None
     if locked_until is not None and locked_until > now:
         audit.record(session, user.name, "login_refused", f"via={via} reason=locked out")
         return LoginRefused(f"too many failed logins: locked until {locked_until:%H:%M} UTC")
@@ -143,10 +144,3 @@ def _spend_a_hash(password: str) -> None:
     """As much work as checking a real user's password."""
     with contextlib.suppress(VerificationError):
         _HASHER.verify(_UNKNOWN_USER_HASH, password)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes: they were written in UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)

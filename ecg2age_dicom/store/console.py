@@ -25,7 +25,13 @@ from ecg2age_dicom.store.models import (
     ReceivedInstance,
     Report,
 )
-from ecg2age_dicom.store.queries import latest_prediction, overall_status, queue_depth, utcnow
+from ecg2age_dicom.store.queries import (
+    aware,
+    latest_prediction,
+    overall_status,
+    queue_depth,
+    utcnow,
+)
 
 STATUSES = ("received", "processing", "failed", "predicted", "delivered", "delivery_failed")
 
@@ -208,8 +214,7 @@ def activity(session: Session, now: datetime | None = None) -> Activity:
     def hourly(column: ColumnElement[datetime] | InstrumentedAttribute[datetime]) -> list[int]:
         counts = [0] * 24
         for (moment,) in session.execute(select(column).where(column >= start)):
-            aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-            counts[min(23, int((aware - start).total_seconds() // 3600))] += 1
+            counts[min(23, int((aware(moment) - start).total_seconds() // 3600))] += 1
         return counts
 
     delivered = (

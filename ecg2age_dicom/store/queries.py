@@ -41,6 +41,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(moment: datetime) -> datetime:
+    """``moment`` with its time zone: SQLite gives back naive datetimes, written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class NewInstance:
     """What the listener (or a file drop) knows about a received ECG."""

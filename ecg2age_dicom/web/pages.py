@@ -35,11 +35,11 @@ from fastapi.responses import (
 )
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-from pydicom import dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import waveform
 from ecg2age_dicom.config import Settings
+from ecg2age_dicom.dicomfile import read_dataset
 from ecg2age_dicom.errors import Ecg2AgeError
 from ecg2age_dicom.identity import is_valid_uid
 from ecg2age_dicom.model import ModelCard, load_card
@@ -153,7 +153,7 @@ def _trace(spool_path: str) -> TraceView:
     if not path.is_file():
         return TraceView([], missing="the ECG is no longer in the spool ([storage] retention_days)")
     try:
-        dataset = dcmread(path)
+        dataset = read_dataset(path)
         ecg = waveform.decode(dataset)
         signal = waveform.to_model_input(ecg)
     except Exception as exc:  # a quarantined file may be anything: say so, draw nothing
