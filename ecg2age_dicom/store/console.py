@@ -10,7 +10,7 @@ is an indexed column or an ``EXISTS`` on the deliveries, so that a page costs th
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
@@ -294,6 +294,22 @@ class CohortRow:
     model_name: str
     model_version: str
     quality_flags: Sequence[str]
+
+    @staticmethod
+    def csv_header() -> list[str]:
+        return [column.name for column in fields(CohortRow)]
+
+    def csv_values(self) -> list[object]:
+        """The row for the cohort's CSV: times in ISO 8601, flags joined by ";"."""
+        values: list[object] = []
+        for column in fields(self):
+            value = getattr(self, column.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, list | tuple):
+                value = ";".join(value)
+            values.append(value)
+        return values
 
 
 def cohort(session: Session) -> Iterator[CohortRow]:

@@ -416,38 +416,10 @@ def console_router(context: Console) -> APIRouter:
         def lines() -> Iterator[str]:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            writer.writerow(
-                [
-                    "sop_instance_uid",
-                    "study_instance_uid",
-                    "received_at",
-                    "patient_sex",
-                    "predicted_age_years",
-                    "chronological_age_years",
-                    "age_gap_years",
-                    "age_gap_corrected_years",
-                    "model_name",
-                    "model_version",
-                    "quality_flags",
-                ]
-            )
+            writer.writerow(console.CohortRow.csv_header())
             with sessions() as session:
                 for row in console.cohort(session):
-                    writer.writerow(
-                        [
-                            row.sop_instance_uid,
-                            row.study_instance_uid,
-                            row.received_at.isoformat(),
-                            row.patient_sex,
-                            row.predicted_age_years,
-                            row.chronological_age_years,
-                            row.age_gap_years,
-                            row.age_gap_corrected_years,
-                            row.model_name,
-                            row.model_version,
-                            ";".join(row.quality_flags),
-                        ]
-                    )
+                    writer.writerow(row.csv_values())
                     yield buffer.getvalue()
                     buffer.seek(0)
                     buffer.truncate()
