@@ -7,13 +7,14 @@ stage modules, prints, and returns the process exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import getpass
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,31 +24,19 @@ import numpy as np
 from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
-from ecg2age_dicom import __version__, logs, scoring, sr, waveform
+from ecg2age_dicom import __version__, logs, scoring, waveform
+from ecg2age_dicom.bulk import BulkScorer, RowWriter, csv_cells, done_paths
 from ecg2age_dicom.config import Settings, load_settings
-from ecg2age_dicom.dicomfile import expand_paths, read_dataset, write_atomically
+from ecg2age_dicom.dicomfile import expand_paths, read_dataset
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
-from ecg2age_dicom.identity import check_identity, is_valid_uid
+from ecg2age_dicom.identity import check_identity
 from ecg2age_dicom.model import ModelRuntime, check_file, load_card, sha256_of
-from ecg2age_dicom.outputs import KINDS, build_outputs
+from ecg2age_dicom.progress import progress_bar
 from ecg2age_dicom.store import audit, open_store, queries
 from ecg2age_dicom.users import UserError, add_user, list_users, remove_user
 
 DEFAULT_DATA_DIR = Path("../shared/data")
 PLAUSIBLE_AGE_YEARS = (0.0, 120.0)
-PREDICT_FIELDS = (
-    "path",
-    "sop_instance_uid",
-    "predicted_age_years",
-    "chronological_age_years",
-    "age_gap_years",
-    "age_gap_corrected_years",
-    "quality_flags",
-    "model_name",
-    "model_version",
-    "error",
-    *(f"{kind}_{field}" for kind in KINDS for field in ("sop_instance_uid", "path")),
-)
 
 
 @dataclass
@@ -189,91 +178,30 @@ def load_runtime(args: argparse.Namespace, settings: Settings) -> ModelRuntime:
 
 
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    if args.resume and (args.output is None or args.format == "table"):
+        raise UserError("--resume needs --output FILE and --format csv or json")
     settings = load_settings(args.config)
+    paths = list(expand_paths(args.paths))
+    done = done_paths(args.output, args.format) if args.resume else set()
+    todo = [path for path in paths if str(path) not in done]
     runtime = load_runtime(args, settings)
-    card = runtime.card
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], scoring.Scorable]] = []
-    for path in expand_paths(args.paths):
-        row: dict[str, Any] = dict.fromkeys(PREDICT_FIELDS)
-        row.update(path=str(path), model_name=card.name, model_version=card.version)
-        rows.append(row)
-        try:
-            dataset = read_dataset(path)
-            uid = str(dataset.get("SOPInstanceUID", ""))
-            row["sop_instance_uid"] = uid if is_valid_uid(uid) else None
-            pending.append((row, scoring.prepare(dataset, card)))
-        except InvalidECG as exc:
-            row["error"] = exc.reason
-    for start in range(0, len(pending), settings.model.batch_size):
-        chunk = pending[start : start + settings.model.batch_size]
-        results = scoring.score(
-            runtime,
-            [item.model_input for _, item in chunk],
-            [item.chronological_age for _, item in chunk],
-        )
-        for (row, item), result in zip(chunk, results, strict=True):
-            if isinstance(result, str):
-                row["error"] = result
-                continue
-            row["predicted_age_years"] = result.predicted_age_years
-            row["chronological_age_years"] = result.chronological_age_years
-            row["age_gap_years"] = result.age_gap_years
-            row["age_gap_corrected_years"] = result.age_gap_corrected_years
-            row["quality_flags"] = list(item.quality.flags)
-            if args.sr_dir is None:
-                continue
-            for output in build_outputs(
-                item,
-                result,
-                scoring.algorithm_of(card),
-                settings.report.outputs,
-                sr_class=sr.SRClass(settings.sr.sop_class),
-                paper=settings.report.paper,
-            ):
-                path = write_atomically(
-                    args.sr_dir / f"{output.sop_instance_uid}.dcm", output.encoded
-                )
-                row[f"{output.kind}_sop_instance_uid"] = output.sop_instance_uid
-                row[f"{output.kind}_path"] = str(path)
-    _print_rows(rows, args.format, out)
-    return 0 if rows and all(row["error"] is None for row in rows) else 1
-
-
-def _csv_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Rows for a CSV file: a list (the quality flags) as one cell, its items joined by ";"."""
-    for row in rows:
-        yield {k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()}
-
-
-def _print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        for row in rows:
-            print(json.dumps(row), file=out)
-    elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=PREDICT_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_csv_rows(rows))
-    else:
-        print(f"{'predicted':>10} {'chrono':>7} {'gap':>7}  path / reason", file=out)
-        for row in rows:
-            if row["error"]:
-                print(f"{'-':>10} {'-':>7} {'-':>7}  {row['path']}: {row['error']}", file=out)
-                continue
-            cells = [
-                row["predicted_age_years"],
-                row["chronological_age_years"],
-                row["age_gap_years"],
-            ]
-            text = [f"{c:.1f}" if c is not None else "?" for c in cells]
-            flags = f"  (signal quality: {', '.join(row['quality_flags'])})"
-            print(
-                f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}"
-                f"{flags if row['quality_flags'] else ''}",
-                file=out,
-            )
-        if rows:
-            print(f"model: {rows[0]['model_name']} {rows[0]['model_version']}", file=out)
+    scorer = BulkScorer(runtime, settings, jobs=args.jobs, out_dir=args.sr_dir)
+    all_ok = bool(paths)
+    with contextlib.ExitStack() as files:
+        target = out
+        if args.output is not None:
+            target = files.enter_context(open(args.output, "a", encoding="utf-8"))
+        writer = RowWriter(target, args.format, header=args.output is None or target.tell() == 0)
+        with progress_bar() as progress:
+            task = progress.add_task("scoring", total=len(todo))
+            for rows in scorer.rows(todo):
+                writer.write(rows)
+                all_ok &= all(row["error"] is None for row in rows)
+                progress.advance(task, len(rows))
+        writer.close()
+    if done:
+        print(f"{len(done & set(map(str, paths)))} files already in {args.output}", file=sys.stderr)
+    return 0 if all_ok else 1
 
 
 def cmd_model_info(args: argparse.Namespace, out: TextIO) -> int:
@@ -455,7 +383,7 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     elif args.format == "csv":
         writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_csv_rows(rows))
+        writer.writerows(map(csv_cells, rows))
     else:
         print(
             f"{'received':<20} {'status':<16}{'pred':>6}{'chrono':>7}{'gap':>7}  "
@@ -590,8 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=cmd_inspect)
 
     predict = commands.add_parser("predict", help="predict ages for ECG files", parents=[common])
-    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="files or folders (recursively)"
+    )
+    predict.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="json: JSON Lines"
+    )
+    predict.add_argument(
+        "--output", type=Path, help="append the rows to this file (default: standard output)"
+    )
+    predict.add_argument("--resume", action="store_true", help="skip the files already in --output")
+    predict.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="processes decoding files (default 0: one per CPU; 1: none beside the model)",
+    )
     predict.add_argument("--card", type=Path, help="model card (default: [model] card)")
     predict.add_argument(
         "--sr-dir",

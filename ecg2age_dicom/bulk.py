@@ -1,0 +1,275 @@
+"""Scoring files in bulk (``predict``): decoding in several processes, the model in batches,
+each batch's rows written as soon as it is scored.
+
+    paths --(process pool: read + scoring.prepare, a bounded window ahead, in order)-->
+    Prepared --(batches of [model] batch_size, one model call each: scoring.score)--> rows
+    (+ each ECG's report objects with ``--out-dir``) --> RowWriter (table, CSV or JSON Lines,
+    flushed after every batch)
+
+The window bounds memory whatever the number of files; a file that cannot be read, decoded
+or scored becomes a row with its reason and the rest go on. With ``--output FILE --resume``,
+the files already in ``FILE`` are skipped (:func:`done_paths`) and new rows are appended.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ecg2age_dicom import logs, scoring, sr
+from ecg2age_dicom.config import Settings
+from ecg2age_dicom.dicomfile import read_dataset, write_atomically
+from ecg2age_dicom.errors import InvalidECG
+from ecg2age_dicom.identity import is_valid_uid
+from ecg2age_dicom.model import ModelCard, ModelRuntime
+from ecg2age_dicom.outputs import KINDS, build_outputs
+
+FIELDS = (
+    "path",
+    "sop_instance_uid",
+    "predicted_age_years",
+    "chronological_age_years",
+    "age_gap_years",
+    "age_gap_corrected_years",
+    "quality_flags",
+    "model_name",
+    "model_version",
+    "error",
+    *(f"{kind}_{field}" for kind in KINDS for field in ("sop_instance_uid", "path")),
+)
+CHUNK_FILES = 8  # files per task sent to a decoding process: fewer, larger messages
+WINDOW_CHUNKS_PER_JOB = 4  # decoded ahead of the model, per process: bounds memory
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One file after a decoding process: what the model needs, or why there is nothing.
+
+    ``scorable`` (the whole prepared ECG, for its reports) travels back only when reports are
+    written; otherwise only the model input does.
+    """
+
+    path: str
+    sop_instance_uid: str | None
+    model_input: np.ndarray | None = None
+    chronological_age: float | None = None
+    quality_flags: tuple[str, ...] = ()
+    error: str | None = None
+    scorable: scoring.Scorable | None = None
+
+
+def prepare_file(path: str, card: ModelCard, keep_scorable: bool) -> Prepared:
+    """Read and prepare one file (:func:`~ecg2age_dicom.scoring.prepare`); never raises."""
+    uid = None
+    try:
+        dataset = read_dataset(Path(path))
+        value = str(dataset.get("SOPInstanceUID", ""))
+        uid = value if is_valid_uid(value) else None
+        item = scoring.prepare(dataset, card)
+    except InvalidECG as exc:
+        return Prepared(path, uid, error=exc.reason)
+    except Exception as exc:  # a malformed value pydicom cannot convert...
+        return Prepared(path, uid, error=f"cannot be decoded ({type(exc).__name__})")
+    return Prepared(
+        path,
+        uid,
+        item.model_input,
+        item.chronological_age,
+        item.quality.flags,
+        scorable=item if keep_scorable else None,
+    )
+
+
+def _prepare_chunk(paths: list[str], card: ModelCard, keep_scorable: bool) -> list[Prepared]:
+    return [prepare_file(path, card, keep_scorable) for path in paths]
+
+
+def prepared_in_order(
+    paths: Iterable[Path], card: ModelCard, jobs: int, keep_scorable: bool
+) -> Iterator[Prepared]:
+    """Each path prepared, in the order given: by ``jobs`` spawned processes (1: here), at
+    most ``jobs * WINDOW_CHUNKS_PER_JOB`` chunks ahead of the consumer."""
+    names = (str(path) for path in paths)
+    if jobs <= 1:
+        yield from (prepare_file(name, card, keep_scorable) for name in names)
+        return
+    work = partial(_prepare_chunk, card=card, keep_scorable=keep_scorable)
+    pending: collections.deque[Future[list[Prepared]]] = collections.deque()
+    # Spawned: the parent holds TensorFlow's threads, which a fork would copy mid-flight.
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=logs.configure,
+        initargs=(logging.getLogger().level,),
+    ) as pool:
+        while chunk := list(itertools.islice(names, CHUNK_FILES)):
+            pending.append(pool.submit(work, chunk))
+            if len(pending) >= jobs * WINDOW_CHUNKS_PER_JOB:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+
+def _batches(items: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
+    """Consecutive lists holding ``size`` scorable files each (failed ones ride along, up to
+    ``size`` times as many, so that a folder of bad files is still written as it goes)."""
+    batch: list[Prepared] = []
+    scorable = 0
+    for item in items:
+        batch.append(item)
+        scorable += item.model_input is not None
+        if scorable == size or len(batch) == 2 * size:
+            yield batch
+            batch, scorable = [], 0
+    if batch:
+        yield batch
+
+
+class BulkScorer:
+    """Scores files with one model, as ``predict`` does; see the module docstring."""
+
+    def __init__(
+        self, runtime: ModelRuntime, settings: Settings, *, jobs: int, out_dir: Path | None
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.jobs = jobs or os.cpu_count() or 1
+        self.out_dir = out_dir
+        self.algorithm = scoring.algorithm_of(runtime.card)
+
+    def rows(self, paths: Sequence[Path]) -> Iterator[list[dict[str, Any]]]:
+        """The rows of ``paths``, in order, one list per model batch."""
+        prepared = prepared_in_order(
+            paths, self.runtime.card, min(self.jobs, len(paths)), self.out_dir is not None
+        )
+        for batch in _batches(prepared, self.settings.model.batch_size):
+            yield self._score(batch)
+
+    def _score(self, batch: list[Prepared]) -> list[dict[str, Any]]:
+        card = self.runtime.card
+        ready = [item for item in batch if item.model_input is not None]
+        scores = scoring.score(
+            self.runtime,
+            [item.model_input for item in batch if item.model_input is not None],
+            [item.chronological_age for item in ready],
+        )
+        results = iter(scores)
+        rows = []
+        for item in batch:
+            row: dict[str, Any] = dict.fromkeys(FIELDS)
+            row.update(
+                path=item.path,
+                sop_instance_uid=item.sop_instance_uid,
+                model_name=card.name,
+                model_version=card.version,
+                error=item.error,
+            )
+            result = None if item.model_input is None else next(results)
+            if isinstance(result, str):
+                row["error"] = result
+            elif result is not None:
+                row.update(
+                    predicted_age_years=result.predicted_age_years,
+                    chronological_age_years=result.chronological_age_years,
+                    age_gap_years=result.age_gap_years,
+                    age_gap_corrected_years=result.age_gap_corrected_years,
+                    quality_flags=list(item.quality_flags),
+                )
+                if item.scorable is not None:
+                    row.update(self._write_reports(item.scorable, result))
+            rows.append(row)
+        return rows
+
+    def _write_reports(self, item: scoring.Scorable, result: scoring.Score) -> dict[str, str]:
+        assert self.out_dir is not None
+        written = {}
+        for output in build_outputs(
+            item,
+            result,
+            self.algorithm,
+            self.settings.report.outputs,
+            sr_class=sr.SRClass(self.settings.sr.sop_class),
+            paper=self.settings.report.paper,
+        ):
+            path = write_atomically(self.out_dir / f"{output.sop_instance_uid}.dcm", output.encoded)
+            written[f"{output.kind}_sop_instance_uid"] = output.sop_instance_uid
+            written[f"{output.kind}_path"] = str(path)
+        return written
+
+
+def csv_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a CSV file: a list (the quality flags) as one cell, its items joined by ";"."""
+    return {k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()}
+
+
+class RowWriter:
+    """Writes rows as a table, CSV (header first, unless appending) or JSON Lines; flushes
+    after each :meth:`write` so that what is written survives a kill."""
+
+    def __init__(self, out: TextIO, fmt: str, *, header: bool = True) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.model: tuple[str, str] | None = None
+        self._csv = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        if header and fmt == "csv":
+            self._csv.writeheader()
+        elif fmt == "table":
+            print(f"{'predicted':>10} {'chrono':>7} {'gap':>7}  path / reason", file=out)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            self.model = (row["model_name"], row["model_version"])
+            if self.fmt == "json":
+                print(json.dumps(row), file=self.out)
+            elif self.fmt == "csv":
+                self._csv.writerow(csv_cells(row))
+            else:
+                print(_table_line(row), file=self.out)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.fmt == "table" and self.model:
+            print(f"model: {self.model[0]} {self.model[1]}", file=self.out)
+        self.out.flush()
+
+
+def _table_line(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"{'-':>10} {'-':>7} {'-':>7}  {row['path']}: {row['error']}"
+    cells = [row["predicted_age_years"], row["chronological_age_years"], row["age_gap_years"]]
+    text = [f"{c:.1f}" if c is not None else "?" for c in cells]
+    flags = row["quality_flags"]
+    shown = f"  (signal quality: {', '.join(flags)})" if flags else ""
+    return f"{text[0]:>10} {text[1]:>7} {text[2]:>7}  {row['path']}{shown}"
+
+
+def done_paths(output: Path, fmt: str) -> set[str]:
+    """The files an earlier run already wrote to ``output`` (CSV or JSON Lines).
+
+    A last line cut off by a kill is removed from the file first, so that its file is
+    scored again and the output stays well-formed.
+    """
+    if not output.exists():
+        return set()
+    content = output.read_bytes()
+    whole = content[: content.rfind(b"\n") + 1]
+    if len(whole) != len(content):
+        with open(output, "r+b") as handle:
+            handle.truncate(len(whole))
+    lines = whole.decode("utf-8").splitlines()
+    if fmt == "json":
+        return {json.loads(line)["path"] for line in lines if line.strip()}
+    return {row["path"] for row in csv.DictReader(lines)}
