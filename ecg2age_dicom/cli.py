@@ -13,7 +13,9 @@ import dataclasses
 import getpass
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -406,6 +408,55 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _study_date(text: str | None, option: str) -> str | None:
+    """A --since / --until date (YYYY-MM-DD or YYYYMMDD) as a DICOM DA (YYYYMMDD)."""
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text.replace("-", ""), "%Y%m%d").strftime("%Y%m%d")
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
+    from ecg2age_dicom.backfill import Backfill
+    from ecg2age_dicom.net.qr import SourceError
+
+    settings = load_settings(args.config)
+    source = settings.source(args.source)
+    since, until = _study_date(args.since, "--since"), _study_date(args.until, "--until")
+    stopping = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopping.set())
+    with open_store(settings.storage.database_url) as sessions, progress_bar() as progress:
+        task = progress.add_task(f"backfill {source.name}", total=None)
+
+        def show(done: int, total: int, state: str) -> None:
+            progress.update(task, completed=done, total=total, description=state)
+
+        backfill = Backfill(
+            settings, source, sessions, since=since, until=until, stopping=stopping, progress=show
+        )
+        try:
+            if args.dry_run:
+                plan = backfill.dry_run()
+                progress.stop()
+                print(
+                    f"{source.name}: {plan.studies} studies with ECGs, {plan.found} ECG "
+                    f"instances, {plan.already_held} already held here, "
+                    f"{plan.found - plan.already_held} to retrieve (dry run: nothing retrieved)",
+                    file=out,
+                )
+                return 0
+            summary = backfill.run()
+        except SourceError as exc:
+            progress.stop()
+            print(f"ecg2age-dicom: {exc.reason}", file=sys.stderr)
+            return 1
+    print("\n".join(summary.lines()), file=out)
+    return 0 if summary.complete else 1
+
+
 def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
     with open_store(settings.storage.database_url):
@@ -635,6 +686,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resend.add_argument("--sop", help="only this ECG's or SR's SOP Instance UID")
     resend.set_defaults(handler=cmd_resend)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="retrieve and score the ECGs a PACS holds ([[sources]]); the service scores them",
+        parents=[common],
+    )
+    backfill.add_argument("--source", required=True, help="a [[sources]] name")
+    backfill.add_argument("--since", help="studies from this date (YYYY-MM-DD) on")
+    backfill.add_argument("--until", help="studies up to this date (YYYY-MM-DD), included")
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="query only: count what would be retrieved"
+    )
+    backfill.set_defaults(handler=cmd_backfill)
 
     serve = commands.add_parser("serve", help="run the DICOM service", parents=[common])
     serve.set_defaults(handler=cmd_serve)

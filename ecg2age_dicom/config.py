@@ -10,6 +10,7 @@ key and the file. No other module reads the environment.
 from __future__ import annotations
 
 import sys
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,6 +137,50 @@ class Destination(_Section):
         return check_ae_title(value)
 
 
+class Source(Destination):
+    """One ``[[sources]]`` entry: a PACS that ``backfill`` queries (C-FIND, Study Root) and
+    retrieves ECGs from: by C-MOVE to ``[listener] ae_title`` (the PACS must know that AE
+    title's address) or by C-GET over the query's own association."""
+
+    retrieve: Literal["move", "get"] = "move"
+
+
+def parse_window(text: str) -> tuple[time, time]:
+    """``"HH:MM-HH:MM"`` as (start, end); an end before the start runs past midnight."""
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time window HH:MM-HH:MM") from None
+    if start == end:
+        raise ValueError(f"{text!r} is empty: give an end that differs from its start")
+    return start, end
+
+
+class BackfillSettings(_Section):
+    """``[backfill]``: how politely ``backfill`` works through a source."""
+
+    max_per_minute: int = Field(600, ge=1, le=60_000)  # instances retrieved, evenly spaced
+    max_concurrent: int = Field(2, ge=1, le=16)  # retrieve associations open at once
+    # Local times when the source may be queried and retrieved from, e.g. ["19:00-07:00"]
+    # (past midnight); empty: at any time. Outside them, backfill waits.
+    windows: list[str] = []
+    # Retrieved ECGs not yet scored by the running service, before more are retrieved.
+    max_backlog: int = Field(64, ge=1)
+    # Retrieved ECGs none of which gets scored for this long stop the backfill: the service
+    # (its workers) is not running on this database.
+    stall_timeout_s: float = Field(600.0, gt=0)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_window(value)
+        return values
+
+    def parsed_windows(self) -> list[tuple[time, time]]:
+        return [parse_window(value) for value in self.windows]
+
+
 class PipelineSettings(_Section):
     """``[pipeline]``: the workers that turn received ECGs into reports."""
 
@@ -207,6 +252,8 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     delivery: DeliverySettings = DeliverySettings()
     web: WebSettings = WebSettings()
+    sources: list[Source] = []
+    backfill: BackfillSettings = BackfillSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -228,12 +275,32 @@ class Settings(BaseSettings):
             return next((d for d in self.destinations if d.ae_title == calling_ae_title), None)
         return next((d for d in self.destinations if d.name == name), None)
 
+    def source_names(self) -> list[str]:
+        return [source.name for source in self.sources]
+
+    def source(self, name: str) -> Source:
+        """The ``[[sources]]`` entry named ``name``.
+
+        Raises
+        ------
+        ConfigError
+            There is none.
+        """
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(
+            f"no [[sources]] entry is named {name!r} (defined: "
+            f"{', '.join(self.source_names()) or 'none'})"
+        )
+
     @model_validator(mode="after")
     def _destinations_known(self) -> Settings:
         names = [destination.name for destination in self.destinations]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"destinations: name(s) {', '.join(duplicates)} defined twice")
+        for section, entries in (("destinations", names), ("sources", self.source_names())):
+            duplicates = sorted({name for name in entries if entries.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"{section}: name(s) {', '.join(duplicates)} defined twice")
         unknown = [n for n in self.sr.send_to if n != SEND_BACK_TO_SENDER and n not in names]
         if unknown:
             raise ValueError(

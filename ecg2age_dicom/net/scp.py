@@ -5,7 +5,7 @@ and Verification), the called AE title (must be ``[listener] ae_title``), the al
 AE titles (when set), the association limit and the timeouts. Around pynetdicom:
 :class:`~ecg2age_dicom.net.sockets.ListenerServer` bounds TLS handshakes and partial PDUs;
 each incoming dataset is written by pynetdicom to a file in the spool's ``incoming/`` folder
-as it arrives (``STORE_RECV_CHUNKED_DATASET``), and :class:`_SizeGuard` aborts an association
+as it arrives (``STORE_RECV_CHUNKED_DATASET``), and :class:`SizeGuard` aborts an association
 whose dataset grows over ``max_instance_bytes``, so memory and disk stay bounded.
 
 The C-STORE handler stays thin: :meth:`Receiver.accept` (header checks, spool, database)
@@ -79,8 +79,13 @@ def _status(code: int, comment: str = "") -> Dataset:
 
 
 def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
-    """EVT_C_STORE: hand the received file to the receiver, answer its outcome."""
-    request, requestor = cast(C_STORE, event.request), event.assoc.requestor
+    """EVT_C_STORE: hand the received file to the receiver, answer its outcome. The sender
+    is the peer: the requestor of the listener's associations, the acceptor of a C-GET's."""
+    assoc = event.assoc
+    request, peer = (
+        cast(C_STORE, event.request),
+        assoc.acceptor if assoc.is_requestor else assoc.requestor,
+    )
     received = receiver.accept(
         event.dataset_path,
         StoreRequest(
@@ -88,14 +93,14 @@ def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             context_sop_class_uid=str(event.context.abstract_syntax),
             transfer_syntax_uid=str(event.context.transfer_syntax),
-            calling_ae_title=str(requestor.ae_title).strip(),
-            peer=f"{requestor.address}:{requestor.port}",
+            calling_ae_title=str(peer.ae_title).strip(),
+            peer=f"{peer.address}:{peer.port}",
         ),
     )
     return _status(_STATUS[received.outcome], received.reason)
 
 
-class _SizeGuard:
+class SizeGuard:
     """Counts each incoming dataset's bytes as its P-DATA PDUs arrive; aborts the association
     of one that grows over ``max_bytes``, and removes the partial file it leaves."""
 
@@ -144,6 +149,13 @@ def _remove_partial_dataset(assoc: Association) -> None:
             Path(path).unlink(missing_ok=True)
 
 
+def receive_into(incoming: Path) -> None:
+    """Have pynetdicom write each incoming dataset to a file in ``incoming`` as it arrives
+    (this process's temporary folder), for every association of this process."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(incoming)
+
+
 def ssl_context(settings: ListenerSettings) -> ssl.SSLContext | None:
     """The server-side TLS context from ``[listener.tls]``, or None."""
     if settings.tls is None:
@@ -172,8 +184,7 @@ def start_listener(
     temporary folder (``tempfile.tempdir``), on the spool's file system so that an accepted
     file is renamed into the spool, not copied.
     """
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    tempfile.tempdir = str(incoming)
+    receive_into(incoming)
     ae = AE(ae_title=settings.ae_title)
     for sop_class in SCORED_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
@@ -185,7 +196,7 @@ def start_listener(
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
-    size_guard = _SizeGuard(settings.max_instance_bytes)
+    size_guard = SizeGuard(settings.max_instance_bytes)
     handlers: list[EventHandlerType] = [
         NO_DELAY_HANDLER,
         (evt.EVT_PDU_RECV, size_guard.on_pdu),

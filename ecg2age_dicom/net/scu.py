@@ -28,7 +28,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
 )
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu_primitives import A_ABORT
@@ -97,6 +97,10 @@ class ReportSender:
         if self._closed.is_set():  # closed while this one was connecting
             event.assoc.abort(block=False)
 
+    def _untrack(self, event: evt.Event) -> None:
+        with self._lock:
+            self._in_flight.discard(event.assoc)
+
     def close(self) -> None:
         """Refuse new sends; abort the associations in flight and end their waits now.
 
@@ -123,19 +127,18 @@ class ReportSender:
             NO_DELAY_HANDLER,
             CHECKPOINT_HANDLER,
             (evt.EVT_CONN_OPEN, self._track),
+            (evt.EVT_CONN_CLOSE, self._untrack),
         ]
-        assoc = self._connect(destination, REPORT_STORAGE, handlers)
+        assoc = associate(self.ae_title, destination, self.timeouts, REPORT_STORAGE, handlers)
         if isinstance(assoc, str):
             return [SendResult(p, Outcome.RETRY, assoc) for p in paths]
-        try:
-            return self._send_all(assoc, paths)
-        finally:
-            with self._lock:
-                self._in_flight.discard(assoc)
+        return self._send_all(assoc, paths)
 
     def echo(self, destination: Destination) -> str:
         """C-ECHO ``destination``: "" when it answers with success, else why not."""
-        assoc = self._connect(destination, (Verification,), [NO_DELAY_HANDLER])
+        assoc = associate(
+            self.ae_title, destination, self.timeouts, (Verification,), [NO_DELAY_HANDLER]
+        )
         if isinstance(assoc, str):
             return assoc
         try:
@@ -147,43 +150,6 @@ class ReportSender:
         if status is None:
             return "no answer to C-ECHO"
         return "" if code_to_category(status) == STATUS_SUCCESS else f"C-ECHO status 0x{status:04X}"
-
-    def _connect(
-        self,
-        destination: Destination,
-        sop_classes: Sequence[str],
-        handlers: list[EventHandlerType],
-    ) -> Association | str:
-        """An established association to ``destination`` proposing ``sop_classes``, with the
-        ``[delivery]`` timeouts, or why there is none."""
-        ae = AE(ae_title=self.ae_title)
-        ae.connection_timeout = self.timeouts.connect_timeout_s
-        ae.acse_timeout = self.timeouts.acse_timeout_s
-        ae.dimse_timeout = self.timeouts.dimse_timeout_s
-        ae.network_timeout = self.timeouts.network_timeout_s
-        for sop_class in sop_classes:
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        tls = None
-        if destination.tls:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=destination.tls_ca)
-            tls = (context, destination.host)
-        try:
-            assoc = ae.associate(
-                destination.host,
-                destination.port,
-                ae_title=destination.ae_title,
-                tls_args=tls,
-                evt_handlers=handlers,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            return f"cannot connect to {destination.host}:{destination.port}: {exc}"
-        if not assoc.is_established:
-            with self._lock:
-                self._in_flight.discard(assoc)
-            state = "rejected" if assoc.is_rejected else "aborted or failed"
-            where = f"{destination.ae_title}@{destination.host}:{destination.port}"
-            return f"association to {where} {state}"
-        return assoc
 
     def _send_all(self, assoc: Association, paths: Sequence[str]) -> list[SendResult]:
         results = []
@@ -224,3 +190,43 @@ def _send_one(assoc: Association, path: str) -> SendResult:
     return SendResult(
         path, outcome, f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
     )
+
+
+def associate(
+    ae_title: str,
+    peer: Destination,
+    timeouts: DeliverySettings,
+    sop_classes: Sequence[str],
+    handlers: list[EventHandlerType],
+    *,
+    scp_roles: Sequence[str] = (),
+) -> Association | str:
+    """An established association from ``ae_title`` to ``peer`` proposing ``sop_classes``
+    (and taking the SCP role for ``scp_roles``: C-GET's storage), with the ``[delivery]``
+    timeouts, or why there is none."""
+    ae = AE(ae_title=ae_title)
+    ae.connection_timeout = timeouts.connect_timeout_s
+    ae.acse_timeout = timeouts.acse_timeout_s
+    ae.dimse_timeout = timeouts.dimse_timeout_s
+    ae.network_timeout = timeouts.network_timeout_s
+    for sop_class in (*sop_classes, *scp_roles):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    tls = None
+    if peer.tls:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=peer.tls_ca)
+        tls = (context, peer.host)
+    try:
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            tls_args=tls,
+            evt_handlers=handlers,
+            ext_neg=[build_role(sop_class, scp_role=True) for sop_class in scp_roles] or None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot connect to {peer.host}:{peer.port}: {exc}"
+    if not assoc.is_established:
+        state = "rejected" if assoc.is_rejected else "aborted or failed"
+        return f"association to {peer.ae_title}@{peer.host}:{peer.port} {state}"
+    return assoc

@@ -149,6 +149,49 @@ class Delivery(Base):
     report: Mapped[Report] = relationship(back_populates="deliveries")
 
 
+class BackfillState(str, enum.Enum):
+    PENDING = "pending"  # found in the source, not yet retrieved
+    RETRIEVED = "retrieved"  # in this service's database, being scored
+    SCORED = "scored"
+    REFUSED = "refused"  # the listener or the scoring refused it (reason in last_error)
+    ALREADY_DONE = "already_done"  # this service had it before the backfill found it
+
+
+class BackfillStudy(Base):
+    """A study of a source whose ECG instances ``backfill`` has listed (never queried twice)."""
+
+    __tablename__ = "backfill_studies"
+    __table_args__ = (UniqueConstraint("source", "study_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    study_date: Mapped[str] = mapped_column(String(8), default="")  # DA: YYYYMMDD
+    queried_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BackfillItem(Base):
+    """One ECG instance a source holds, and how far ``backfill`` got with it."""
+
+    __tablename__ = "backfill_items"
+    __table_args__ = (UniqueConstraint("source", "sop_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    state: Mapped[BackfillState] = mapped_column(
+        _enum(BackfillState, "backfill_state"), default=BackfillState.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # retrievals tried
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    found_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retrieved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
 class Role(str, enum.Enum):
     ADMIN = "admin"  # may also resend and read the audit trail
     VIEWER = "viewer"

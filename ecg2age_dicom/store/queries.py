@@ -9,6 +9,7 @@ The candidate ids come from a CTE, which PostgreSQL evaluates exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from ecg2age_dicom.store.models import (
+    BackfillItem,
+    BackfillState,
     Delivery,
     DeliveryStatus,
     InstanceStatus,
@@ -27,6 +30,9 @@ from ecg2age_dicom.store.models import (
     ReceivedInstance,
     Report,
 )
+
+BACKFILLED = (BackfillState.RETRIEVED, BackfillState.SCORED, BackfillState.REFUSED)
+"""States of an instance that came into this service through the backfill."""
 
 # Each dialect's INSERT, which has ON CONFLICT DO NOTHING.
 _INSERT: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -270,6 +276,8 @@ class ResultRow:
     sr_sop_instance_uid: str | None
     reports: list[dict[str, str]]
     """Each report object: ``{kind, sop_instance_uid, status}`` (status as for the ECG)."""
+    backfilled_from: str | None = None
+    """The ``[[sources]]`` name ``backfill`` retrieved it from; None when it was sent."""
 
 
 def _delivery_state(deliveries: Sequence[Delivery]) -> str:
@@ -350,7 +358,22 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
         )
         if len(rows) >= limit:
             break
-    return rows
+    origins = _backfilled_from(session, [row.sop_instance_uid for row in rows])
+    return [
+        dataclasses.replace(row, backfilled_from=origins.get(row.sop_instance_uid)) for row in rows
+    ]
+
+
+def _backfilled_from(session: Session, uids: Sequence[str]) -> dict[str, str]:
+    """The source each of these SOP Instance UIDs was backfilled from (those that were)."""
+    if not uids:
+        return {}
+    rows = session.execute(
+        select(BackfillItem.sop_instance_uid, func.min(BackfillItem.source))
+        .where(BackfillItem.sop_instance_uid.in_(list(uids)), BackfillItem.state.in_(BACKFILLED))
+        .group_by(BackfillItem.sop_instance_uid)
+    ).all()
+    return {uid: source for uid, source in rows}
 
 
 @dataclass(frozen=True)
