@@ -48,7 +48,7 @@ class Archive:
     held_uid: str  # an ECG the service received before the backfill
 
 
-def source_config(retrieve: str = "move", backfill: str = "") -> str:
+def source_config(retrieve: str, backfill: str) -> str:
     return f"""
 [[sources]]
 name = "ARCHIVE"
@@ -57,7 +57,6 @@ host = "127.0.0.1"
 port = {{orthanc_port}}
 retrieve = "{retrieve}"
 [backfill]
-max_per_minute = 6000
 stall_timeout_s = 60
 {backfill}
 """
@@ -68,7 +67,7 @@ def archive_service(make_service, processes, tmp_path) -> Callable[..., tuple]:
     """A service whose PACS and source are one Orthanc, holding ``count`` ECGs of two dates,
     a noise ECG, an ECG the service already has, a CT and an ECG study's CT series."""
 
-    def make(count: int = 6, retrieve: str = "move", backfill: str = ""):
+    def make(count: int = 6, retrieve: str = "move", backfill: str = "max_per_minute = 6000"):
         files = tmp_path / "archive-files"
         files.mkdir(exist_ok=True)
         dicom_port = free_port()
@@ -231,8 +230,9 @@ def test_a_date_range_retrieves_only_its_studies(archive_service):
     service, _ = archive_service(count=4)
     done = backfill(service, "--since", "2024-01-01", "--until", "2024-01-31")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "found                 2" in done.stdout  # the January ECGs
-    assert {item.study_date for item in items(service).values()} == {"20240110"}
+    # two of the four ECGs, the noise and the held one are of January; two are of February
+    assert "found                 4" in done.stdout
+    assert {item.study_date for item in items(service).values()} == {"20240110", "20240102"}
 
 
 def test_kill_9_in_the_middle_then_a_second_backfill_loses_and_duplicates_nothing(
@@ -249,7 +249,9 @@ def test_kill_9_in_the_middle_then_a_second_backfill_loses_and_duplicates_nothin
     first.wait(timeout=30)
     assert any(i.state is BackfillState.PENDING for i in items(service).values())
     config = service.folder / "ecg2age.toml"
-    config.write_text(config.read_text().replace("max_per_minute = 60", "max_per_minute = 6000"))
+    config.write_text(
+        config.read_text().replace("max_per_minute = 60\n", "max_per_minute = 6000\n")
+    )
     done = backfill(service)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     wait_for(
@@ -284,7 +286,7 @@ def test_the_rate_limit_spaces_the_retrievals(archive_service):
 def test_outside_its_windows_the_backfill_waits_and_stops_cleanly(archive_service, processes):
     later = datetime.now() + timedelta(hours=3)
     window = f"{later:%H:%M}-{later + timedelta(hours=1):%H:%M}"
-    service, _ = archive_service(count=2, backfill=f'windows = ["{window}"]')
+    service, _ = archive_service(count=2, backfill=f'windows = ["{window}"]\nmax_per_minute = 6000')
     waiting = start_backfill(service, processes)
     log = service.folder / "backfill.log"
     wait_for(lambda: "backfill_start" in audited(service), 60, "the backfill to start")
