@@ -54,6 +54,8 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_worker
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_worklist
+	$(BIN)/python -m benchmarks.bench_bulk
+	$(BIN)/python -m benchmarks.bench_backfill
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -217,9 +217,12 @@ class Service:
         outputs: tuple[str, ...] = ("sr", "pdf"),
         card: Path = CARD,
         model: str = "",
+        extra: str = "",
+        pacs_ae_title: str = "PACS",
+        listener_port: int | None = None,
     ) -> None:
         self.processes, self.work = processes, work
-        self.port = free_port()
+        self.port = listener_port or free_port()
         self.database = database or work / "db.sqlite3"
         config = work / f"serve-{self.port}.toml"
         config.write_text(f"""
@@ -241,11 +244,12 @@ poll_interval_s = 0.1
 port = {free_port()}
 [[destinations]]
 name = "PACS"
-ae_title = "PACS"
+ae_title = "{pacs_ae_title}"
 host = "127.0.0.1"
 port = {pacs_port}
 [delivery]
 interval_s = 0.2
+{extra}
 """)
         log = work / f"serve-{self.port}.log"
         self.outputs = outputs

@@ -158,7 +158,7 @@ class Orthanc:
     ) -> Orthanc:
         orthanc = cls(free_port(), dicom_port or free_port())
         config = orthanc_config(folder, ae_title, orthanc.dicom_port, orthanc.http_port, modalities)
-        processes.start([orthanc_binary(), str(config)], folder / "orthanc.log")
+        processes.start([orthanc_binary(), str(config)], folder / "orthanc.log", env=DCMTK_ENV)
         wait_for(
             lambda: port_open(orthanc.dicom_port) and port_open(orthanc.http_port),
             60,

@@ -41,6 +41,7 @@ from pynetdicom.status import STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, co
 from ecg2age_dicom.config import DeliverySettings, Source
 from ecg2age_dicom.errors import Ecg2AgeError
 from ecg2age_dicom.identity import SCORED_SOP_CLASSES, is_valid_uid, shown
+from ecg2age_dicom.net.reactor import CHECKPOINT_HANDLER
 from ecg2age_dicom.net.scp import SizeGuard, handle_store
 from ecg2age_dicom.net.scu import associate
 from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
@@ -140,7 +141,8 @@ class QueryRetrieve:
             StudyRootQueryRetrieveInformationModelFind,
             StudyRootQueryRetrieveInformationModelMove,
         ]
-        handlers: list[EventHandlerType] = [NO_DELAY_HANDLER]
+        # the checkpoint: without it a C-FIND or C-MOVE response can be lost (net/reactor.py)
+        handlers: list[EventHandlerType] = [NO_DELAY_HANDLER, CHECKPOINT_HANDLER]
         roles: tuple[str, ...] = ()
         if self.source.retrieve == "get":
             if self.receiver is None:
@@ -170,7 +172,10 @@ class QueryRetrieve:
         ):
             code = int(status.Status) if status and "Status" in status else None
             if code is None:
-                raise SourceError(f"source {self.source.name}: no answer to C-FIND (timeout)")
+                raise SourceError(
+                    f"source {self.source.name}: no answer to C-FIND (a timeout, or it aborted "
+                    f"the association: may {self.ae_title} query it?)"
+                )
             category = code_to_category(code)
             if category == STATUS_PENDING and identifier is not None:
                 count += 1
