@@ -37,10 +37,11 @@ from datetime import time as clock_time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecg2age_dicom.config import Settings, Source
+from ecg2age_dicom.config import Destination, Settings, Source
 from ecg2age_dicom.errors import ConfigError
 from ecg2age_dicom.net.qr import QueryRetrieve, SourceError, Study
 from ecg2age_dicom.net.scp import receive_into
+from ecg2age_dicom.net.scu import ReportSender
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import audit
@@ -169,7 +170,7 @@ class Backfill:
         self._problem = ""
         self._retrieved = 0
         self._listing_done = False
-        # the service's backlog of our retrievals, as last counted, and when it last shrank
+        # the service's backlog of our retrievals as last counted; when it last moved
         self._waiting = (0, 0.0, 0)  # (retrieved not scored, counted at, self._retrieved then)
         self._progress_at = 0.0
         self._lock = threading.Lock()
@@ -188,6 +189,23 @@ class Backfill:
                 f"source {self.source.name} sends its C-MOVE sub-operations as "
                 f"{self.source.ae_title}, which [listener] allowed_calling_ae_titles refuses: "
                 "add it there (and restart the service)"
+            )
+
+    def _check_service(self) -> None:
+        """For C-MOVE, the service's listener must answer: the source sends the ECGs there.
+        Asked as the source will call it (its AE title), so the allow-list is tried too."""
+        listener = self.settings.listener
+        if self.source.retrieve != "move" or listener.tls is not None:
+            return  # C-GET brings them here; a TLS listener's certificate is for the PACS
+        host = "127.0.0.1" if listener.host in ("0.0.0.0", "::", "") else listener.host
+        target = Destination(
+            name="listener", ae_title=listener.ae_title, host=host, port=listener.port
+        )
+        problem = ReportSender(self.source.ae_title, self.settings.delivery).echo(target)
+        if problem:
+            raise ConfigError(
+                f"this service's listener does not answer C-ECHO ({problem}): start "
+                "`ecg2age-dicom serve` first; C-MOVE has the source send the ECGs there"
             )
 
     def _connection(self) -> QueryRetrieve:
@@ -212,6 +230,7 @@ class Backfill:
 
     def run(self) -> Summary:
         """List, retrieve and wait for the scoring; returns the summary."""
+        self._check_service()
         detail = f"source={self.source.name} since={self.since or '-'} until={self.until or '-'}"
         with self.sessions.begin() as session:
             audit.record(session, "cli", "backfill_start", detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -64,3 +65,11 @@ def tiny_runtime(tmp_path_factory) -> ModelRuntime:
     model = tiny_model(folder / "tiny.keras")
     card = write_card(folder, model, "[output]\nscale = 1.0\noffset = 50.0\n")
     return ModelRuntime.load(card)
+
+
+@pytest.fixture
+def in_repository(monkeypatch, tmp_path):
+    """The CLI as run from the repository (the default config's relative paths: model card,
+    var/) with its own SQLite database."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("ECG2AGE__STORAGE__DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")

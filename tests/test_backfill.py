@@ -189,3 +189,15 @@ def test_a_source_that_cannot_be_reached_stops_the_backfill_with_its_reason():
         pytest.raises(SourceError, match="ARCHIVE: association to HOSTILE@127"),
     ):
         list(query.studies(None, None))
+
+
+def test_a_move_backfill_without_the_service_listening_says_to_start_it(tmp_path):
+    settings = Settings(
+        listener={"port": free_port()},
+        storage={"database_url": f"sqlite:///{tmp_path / 'db.sqlite3'}"},
+        sources=[{"name": "ARCHIVE", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 1}],
+    )
+    with open_store(settings.storage.database_url) as sessions:
+        backfill = Backfill(settings, settings.source("ARCHIVE"), sessions)
+        with pytest.raises(ConfigError, match="start `ecg2age-dicom serve` first"):
+            backfill.run()

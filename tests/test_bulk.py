@@ -14,23 +14,13 @@ import numpy as np
 import pytest
 
 from ecg2age_dicom import bulk
-from ecg2age_dicom.cli import main
 from ecg2age_dicom.model import load_card
 from ecg2age_dicom.waveform import REQUIRED_LEADS
+from tests.cli_runner import run
 from tests.ecg_factory import make_ecg
 from tests.peers import CLI, DEFAULT_CARD, ROOT, wait_for
 
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
-
-
-@pytest.fixture(autouse=True)
-def _in_repository(monkeypatch, tmp_path):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("ECG2AGE__STORAGE__DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+pytestmark = pytest.mark.usefixtures("in_repository")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from ecg2age_dicom.cli import main
+from tests.cli_runner import run
 from tests.ecg_factory import make_ecg
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
@@ -26,12 +25,6 @@ JSON_KEYS = {
     "ok",
     "error",
 }
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ecg2age_dicom.cli import main
 from ecg2age_dicom.model import load_card
 from ecg2age_dicom.waveform import LEADS, REQUIRED_LEADS
+from tests.cli_runner import run
 from tests.ecg_factory import ecg_signal, make_ecg
 from tests.model_factory import ml4h_like_model, write_card
 
@@ -36,17 +36,7 @@ KEYS = {
 }
 
 
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
-
-
-@pytest.fixture(autouse=True)
-def _in_repository(monkeypatch, tmp_path):
-    # The default config's relative paths (model card, var/) resolve from the repository.
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    monkeypatch.setenv("ECG2AGE__STORAGE__DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+pytestmark = pytest.mark.usefixtures("in_repository")
 
 
 def test_predict_the_real_sample_with_the_default_model(tmp_path):

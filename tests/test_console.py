@@ -9,14 +9,20 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.uid import generate_uid
+from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
 from sqlalchemy import select, update
 
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
-from ecg2age_dicom.store import audit, queries
-from ecg2age_dicom.store.models import Delivery, DeliveryStatus, User
+from ecg2age_dicom.store import audit, backfill, queries
+from ecg2age_dicom.store.models import (
+    BackfillItem,
+    BackfillState,
+    Delivery,
+    DeliveryStatus,
+    User,
+)
 from ecg2age_dicom.users import add_user, remove_user
 from ecg2age_dicom.web import ServiceState, create_app
 from tests.ecg_factory import make_ecg
@@ -177,6 +183,20 @@ def test_the_detail_page_draws_the_trace_and_shows_a_hostile_name_as_text(consol
     with sessions() as session:
         (viewed,) = [e for e in audit.events(session) if e.action == "view_ecg"]
     assert (viewed.actor, viewed.detail) == (VIEWER[0], f"sop={uid}")
+
+
+def test_the_detail_page_says_which_backfill_retrieved_the_ecg(console, tmp_path):
+    client, sessions, spool, _ = console
+    uid = stored_ecg(sessions, spool, tmp_path)
+    log_in(client, VIEWER)
+    assert "retrieved by the backfill" not in client.get(f"/ecg/{uid}").text
+    with sessions.begin() as session:
+        found = backfill.Found(uid, "1.2.3", "1.2.4", TwelveLeadECGWaveformStorage, "20240102")
+        backfill.record_study(session, "ARCHIVE", "1.2.3", "20240102", [found])
+    with sessions.begin() as session:
+        (item,) = session.scalars(select(BackfillItem)).all()
+        backfill.finish_retrieval(session, item.id, BackfillState.RETRIEVED)
+    assert "retrieved by the backfill of ARCHIVE" in client.get(f"/ecg/{uid}").text
 
 
 def test_only_an_admin_may_resend_and_it_is_audited(console, tmp_path):

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DatabaseError
 
-from ecg2age_dicom.cli import main
 from ecg2age_dicom.store import audit
 from ecg2age_dicom.store.models import AuditEvent, User
 from ecg2age_dicom.users import UserError, add_user, list_users, password_matches, remove_user
+from tests.cli_runner import run
 
 PASSWORD = "correct horse battery"
 
@@ -74,10 +74,6 @@ def test_the_database_refuses_to_rewrite_the_audit_trail(store):
 
 def test_the_commands_add_list_remove_and_show_the_trail(tmp_path, monkeypatch):
     monkeypatch.setenv("ECG2AGE__STORAGE__DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
-
-    def run(*argv: str) -> tuple[int, str]:
-        out = io.StringIO()
-        return main(list(argv), out=out), out.getvalue()
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
     assert run("user", "add", "dora", "--role", "viewer", "--password-stdin") == (

@@ -358,13 +358,13 @@ def results(session: Session, status: str | None = None, limit: int = 100) -> li
         )
         if len(rows) >= limit:
             break
-    origins = _backfilled_from(session, [row.sop_instance_uid for row in rows])
+    origins = backfilled_from(session, [row.sop_instance_uid for row in rows])
     return [
         dataclasses.replace(row, backfilled_from=origins.get(row.sop_instance_uid)) for row in rows
     ]
 
 
-def _backfilled_from(session: Session, uids: Sequence[str]) -> dict[str, str]:
+def backfilled_from(session: Session, uids: Sequence[str]) -> dict[str, str]:
     """The source each of these SOP Instance UIDs was backfilled from (those that were)."""
     if not uids:
         return {}

@@ -304,6 +304,10 @@ def console_router(context: Console) -> APIRouter:
         with sessions() as session:
             return console.instance_detail(session, uid)
 
+    def _backfilled_from(uid: str) -> str | None:
+        with sessions() as session:
+            return queries.backfilled_from(session, [uid]).get(uid)
+
     @router.get("/ecg/{uid}", response_class=HTMLResponse)
     def detail(request: Request, uid: str, user: Viewer) -> Response:
         instance = _instance_or_404(request, uid)
@@ -322,6 +326,7 @@ def console_router(context: Console) -> APIRouter:
             reports=reports,
             status=queries.overall_status(instance, reports),
             view=view,
+            backfilled_from=_backfilled_from(uid),
         )
 
     @router.get("/ecg/{uid}/report/{kind}")

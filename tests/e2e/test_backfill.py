@@ -125,17 +125,14 @@ def scored(service) -> int:
         return session.scalar(select(func.count()).select_from(Prediction)) or 0
 
 
+def command(service, *args: str) -> list[str]:
+    """``ecg2age-dicom --config (the service's) ARGS...``."""
+    return [str(CLI), "--config", str(service.folder / "ecg2age.toml"), *args]
+
+
 def backfill(service, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            str(CLI),
-            "--config",
-            str(service.folder / "ecg2age.toml"),
-            "backfill",
-            "--source",
-            "ARCHIVE",
-            *args,
-        ],
+        command(service, "backfill", "--source", "ARCHIVE", *args),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -145,15 +142,7 @@ def backfill(service, *args: str, timeout: float = 300) -> subprocess.CompletedP
 
 def start_backfill(service, processes, *args: str) -> subprocess.Popen:
     return processes.start(
-        [
-            str(CLI),
-            "--config",
-            str(service.folder / "ecg2age.toml"),
-            "backfill",
-            "--source",
-            "ARCHIVE",
-            *args,
-        ],
+        command(service, "backfill", "--source", "ARCHIVE", *args),
         service.folder / "backfill.log",
     )
 
@@ -213,7 +202,7 @@ def test_backfill_scores_every_ecg_once_and_files_the_reports_in_the_pacs(
     again = backfill(service)
     assert again.returncode == 0 and "retrieved             0  by this run" in again.stdout
     results = subprocess.run(
-        [str(CLI), "--config", str(service.folder / "ecg2age.toml"), "results", "--format", "json"],
+        command(service, "results", "--format", "json"),
         cwd=ROOT,
         capture_output=True,
         text=True,
