@@ -140,7 +140,7 @@ def main() -> None:
         ratios = [rate / statistics.median(orthanc) for rate in rates]
         per_night = [rate * NIGHT_HOURS * 3600 for rate in rates]
         print(f"{f'backfill by C-{retrieve.upper()}, end to end (ECG/s)':<52}{median_worst(rates)}")
-        print(f"{'  ratio to Orthanc send':<52}{median_worst(ratios)}")
+        print(f"{'  ratio to Orthanc send':<52}{statistics.median(ratios):.3f} ({min(ratios):.3f})")
         print(f"{'  ECGs per night (12 h window)':<52}{median_worst(per_night)}")
 
 
