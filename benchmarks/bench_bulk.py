@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_e2e import bare_model_rate
+from benchmarks.bench_e2e import CARD, bare_model_rate
 from ecg2age_dicom.training.data import load_ptbxl500
 from tests.ecg_factory import make_ecg
 from tests.peers import CLI, ROOT
@@ -45,10 +45,11 @@ def make_files(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def timed_run(folder: Path, output: Path, jobs: int, count: int) -> tuple[float, float]:
+def timed_run(folder: Path, output: Path, jobs: int, count: int, card: Path) -> tuple[float, float]:
     """One ``predict`` of the folder: (ECG/s over the whole command, steady ECG/s)."""
     output.unlink(missing_ok=True)
     command = [str(CLI), "predict", str(folder), "--format", "csv", "--output", str(output)]
+    command += ["--card", str(card)]
     start = time.perf_counter()
     process = subprocess.Popen([*command, "--jobs", str(jobs)], cwd=ROOT, stderr=subprocess.DEVNULL)
     first: tuple[float, int] | None = None
@@ -73,13 +74,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--card",
+        type=Path,
+        default=CARD,
+        help="model card (the ECG2Age-sized stand-in: var/ecg2age-sized/model.toml, "
+        "made by python -m benchmarks.bench_big_model)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as work:
         folder = Path(work) / "files"
         files = make_files(folder, args.n)
-        bare = [bare_model_rate(files[:64]) for _ in range(args.runs)]
+        bare = [bare_model_rate(files[:64], args.card) for _ in range(args.runs)]
         print(
-            f"{args.n} files (real PTB-XL 500 Hz ECGs, folds 1-8), {os.cpu_count()} CPUs; "
+            f"{args.n} files (real PTB-XL 500 Hz ECGs, folds 1-8), {os.cpu_count()} CPUs, "
+            f"model {args.card}; "
             f"median (worst) of {args.runs} runs"
         )
         print(f"{'measure':<52}{'ECG/s':>18}{'/ bare':>14}")
@@ -87,7 +96,8 @@ def main() -> None:
         print(f"{'bare model, best batch':<52}{base:>10.1f} ({min(bare):.1f})")
         for jobs in args.jobs:
             runs = [
-                timed_run(folder, Path(work) / "out.csv", jobs, args.n) for _ in range(args.runs)
+                timed_run(folder, Path(work) / "out.csv", jobs, args.n, args.card)
+                for _ in range(args.runs)
             ]
             for label, rates in (
                 ("whole command", [whole for whole, _ in runs]),
