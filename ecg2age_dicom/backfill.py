@@ -281,6 +281,9 @@ class Backfill:
                     self._list_study(source, study)
         except SourceError as exc:
             self._stop(exc.reason)
+        except Exception as exc:  # the database, say: stop rather than report a full listing
+            log.exception("listing failed")
+            self._stop(f"listing failed: {type(exc).__name__}: {exc}")
         finally:
             self._listing_done = True
 
@@ -319,7 +322,7 @@ class Backfill:
                     last_id = item.id
                     if not self._room_for_more(in_flight):
                         break
-                    in_flight.add(pool.submit(self._retrieve_one, item, connections))
+                    in_flight.add(pool.submit(self._retrieve_guarded, item, connections))
                     in_flight = {f for f in in_flight if not f.done()}
             for future in in_flight:
                 future.result()
@@ -357,6 +360,17 @@ class Backfill:
             )
         self._report("retrieving")
         return fresh
+
+    def _retrieve_guarded(
+        self, item: BackfillItem, connections: queue.Queue[QueryRetrieve]
+    ) -> None:
+        """One retrieval; an unexpected failure stops the backfill with its reason (the item
+        stays pending for the next run)."""
+        try:
+            self._retrieve_one(item, connections)
+        except Exception as exc:
+            log.exception("retrieval failed sop_instance_uid=%s", item.sop_instance_uid)
+            self._stop(f"retrieval failed: {type(exc).__name__}: {exc}")
 
     def _retrieve_one(self, item: BackfillItem, connections: queue.Queue[QueryRetrieve]) -> None:
         if not (self._wait_for_window() and self.pacer.wait(self.stopping)):

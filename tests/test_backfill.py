@@ -201,3 +201,36 @@ def test_a_move_backfill_without_the_service_listening_says_to_start_it(tmp_path
         backfill = Backfill(settings, settings.source("ARCHIVE"), sessions)
         with pytest.raises(ConfigError, match="start `ecg2age-dicom serve` first"):
             backfill.run()
+
+
+def test_a_listing_that_fails_midway_stops_the_backfill_instead_of_calling_it_complete(
+    tmp_path, monkeypatch
+):
+    source = HostileSource({"STUDY": [_match(StudyInstanceUID=generate_uid())]})
+    settings = Settings(
+        storage={
+            "database_url": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "spool_dir": str(tmp_path / "spool"),
+        },
+        sources=[
+            {
+                "name": "ARCHIVE",
+                "ae_title": "HOSTILE",
+                "host": "127.0.0.1",
+                "port": source.port,
+                "retrieve": "get",
+            }
+        ],
+    )
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("ecg2age_dicom.store.backfill.record_study", broken)
+    try:
+        with open_store(settings.storage.database_url) as sessions:
+            summary = Backfill(settings, settings.source("ARCHIVE"), sessions).run()
+    finally:
+        source.server.shutdown()
+    assert summary.stopped_by == "listing failed: RuntimeError: disk full"
+    assert not summary.complete
