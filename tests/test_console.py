@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.receive import Receiver
@@ -21,6 +21,9 @@ from ecg2age_dicom.store.models import (
     BackfillState,
     Delivery,
     DeliveryStatus,
+    Prediction,
+    ReceivedInstance,
+    Report,
     User,
 )
 from ecg2age_dicom.users import add_user, remove_user
@@ -262,6 +265,36 @@ def test_the_worklist_filters_searches_and_pages(console, tmp_path, monkeypatch)
     assert second in newest and first not in newest
     older = re.search(r'href="(/worklist\?[^"]*before=\d+)"', newest).group(1)
     assert first in client.get(older.replace("&amp;", "&")).text
+
+
+def test_the_status_filters_agree_with_each_ecgs_status(console, tmp_path):
+    client, sessions, spool, _ = console
+    pending, delivered, undeliverable = (stored_ecg(sessions, spool, tmp_path) for _ in range(3))
+    with sessions.begin() as session:
+        ids = {
+            uid: session.scalar(
+                select(ReceivedInstance.id).where(ReceivedInstance.sop_instance_uid == uid)
+            )
+            for uid in (delivered, undeliverable)
+        }
+        reports = select(Report.id).join(Prediction).where(Prediction.instance_id == ids[delivered])
+        session.execute(
+            update(Delivery)
+            .where(Delivery.report_id.in_(reports))
+            .values(status=DeliveryStatus.DELIVERED)
+        )
+        none = (
+            select(Report.id).join(Prediction).where(Prediction.instance_id == ids[undeliverable])
+        )
+        session.execute(delete(Delivery).where(Delivery.report_id.in_(none)))  # no destination
+    log_in(client, VIEWER)
+    shown = {
+        status: client.get("/worklist", params={"status": status}).text
+        for status in ("predicted", "delivered")
+    }
+    assert pending in shown["predicted"] and undeliverable in shown["predicted"]
+    assert delivered not in shown["predicted"] and delivered in shown["delivered"]
+    assert pending not in shown["delivered"] and undeliverable not in shown["delivered"]
 
 
 def test_the_audit_page_is_for_admins_only(console):
