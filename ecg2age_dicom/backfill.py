@@ -222,6 +222,8 @@ class Backfill:
         studies = found = held = 0
         with self._connection() as source, self.sessions() as session:
             for study in source.studies(self.since, self.until):
+                if self.stopping.is_set():  # Ctrl-C: the counts so far
+                    break
                 studies += 1
                 instances = source.ecg_instances(study)
                 found += len(instances)
