@@ -444,10 +444,11 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
                 print(
                     f"{source.name}: {plan.studies} studies with ECGs, {plan.found} ECG "
                     f"instances, {plan.already_held} already held here, "
-                    f"{plan.found - plan.already_held} to retrieve (dry run: nothing retrieved)",
+                    f"{plan.found - plan.already_held} to retrieve (dry run: nothing retrieved"
+                    f"{'; interrupted, the counts so far' if stopping.is_set() else ''})",
                     file=out,
                 )
-                return 0
+                return 1 if stopping.is_set() else 0
             summary = backfill.run()
         except SourceError as exc:
             progress.stop()
