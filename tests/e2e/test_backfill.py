@@ -33,7 +33,7 @@ from ecg2age_dicom.waveform import REQUIRED_LEADS
 from tests.ecg_factory import make_ecg
 from tests.peers import CLI, ROOT, Orthanc, free_port, storescu, wait_for
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 CT = Path(str(get_testdata_file("CT_small.dcm")))
 
@@ -173,7 +173,11 @@ def assert_each_ecg_scored_once(service, archive: Archive) -> None:
     assert "duplicate sop_instance_uid" not in service.log.read_text()
 
 
-@pytest.mark.parametrize("retrieve", ["move", "get"])
+@pytest.mark.parametrize(
+    ("retrieve", "database_url"),
+    [("move", "sqlite"), ("get", "sqlite"), ("move", "postgresql")],
+    indirect=["database_url"],
+)
 def test_backfill_scores_every_ecg_once_and_files_the_reports_in_the_pacs(
     archive_service, retrieve
 ):
@@ -215,6 +219,7 @@ def test_backfill_scores_every_ecg_once_and_files_the_reports_in_the_pacs(
     assert service.stop() == 0
 
 
+@SQLITE
 def test_a_date_range_retrieves_only_its_studies(archive_service):
     service, _ = archive_service(count=4)
     done = backfill(service, "--since", "2024-01-01", "--until", "2024-01-31")
@@ -224,6 +229,7 @@ def test_a_date_range_retrieves_only_its_studies(archive_service):
     assert {item.study_date for item in items(service).values()} == {"20240110", "20240102"}
 
 
+@SQLITE
 def test_kill_9_in_the_middle_then_a_second_backfill_loses_and_duplicates_nothing(
     archive_service, processes
 ):
@@ -256,6 +262,7 @@ def test_kill_9_in_the_middle_then_a_second_backfill_loses_and_duplicates_nothin
     assert backfilled == len(archive.ecg_studies)
 
 
+@SQLITE
 def test_the_rate_limit_spaces_the_retrievals(archive_service):
     service, archive = archive_service(count=6, backfill="max_per_minute = 60\nmax_concurrent = 3")
     done = backfill(service)
@@ -272,6 +279,7 @@ def test_the_rate_limit_spaces_the_retrievals(archive_service):
     assert len(arrivals) == 7 and min(gaps) >= 0.9  # 1 s apart at 60 a minute
 
 
+@SQLITE
 def test_outside_its_windows_the_backfill_waits_and_stops_cleanly(archive_service, processes):
     later = datetime.now() + timedelta(hours=3)
     window = f"{later:%H:%M}-{later + timedelta(hours=1):%H:%M}"
