@@ -19,12 +19,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
 
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.spool import Spool
-from ecg2age_dicom.store import make_engine, session_factory, upgrade
-from ecg2age_dicom.store.models import Delivery, Prediction, ReceivedInstance, Report
+from ecg2age_dicom.store import make_engine, queries, session_factory, upgrade
+from ecg2age_dicom.store.models import (
+    Delivery,
+    InstanceStatus,
+    Prediction,
+    ReceivedInstance,
+    Report,
+)
 from ecg2age_dicom.users import add_user
 from ecg2age_dicom.web import ServiceState, create_app
 
@@ -111,6 +118,12 @@ def fill(engine, rows: int, seed: int = 1) -> dict[str, str]:
                     for destination in ("PACS", "VIEWER")
                 ],
             )
+    with Session(engine) as session, session.begin():  # as the store keeps it
+        queries.refresh_delivery_state(
+            session,
+            select(ReceivedInstance.id).where(ReceivedInstance.status == InstanceStatus.PREDICTED),
+        )
+    with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("ANALYZE"))
     middle = rows // 2 + 3

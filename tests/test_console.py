@@ -10,12 +10,13 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from ecg2age_dicom.config import Settings
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import audit, backfill, queries
+from ecg2age_dicom.store import console as console_store
 from ecg2age_dicom.store.models import (
     BackfillItem,
     BackfillState,
@@ -26,6 +27,7 @@ from ecg2age_dicom.store.models import (
     Report,
     User,
 )
+from ecg2age_dicom.store.queries import utcnow
 from ecg2age_dicom.users import add_user, remove_user
 from ecg2age_dicom.web import ServiceState, create_app
 from tests.ecg_factory import make_ecg
@@ -69,7 +71,15 @@ def log_in(client: TestClient, user: tuple[str, str], next_path: str = "/") -> o
     )
 
 
-def stored_ecg(sessions, spool, tmp_path, name="Test^Factory", patient_id="P-1", calling="CART7"):
+def stored_ecg(
+    sessions,
+    spool,
+    tmp_path,
+    name="Test^Factory",
+    patient_id="P-1",
+    calling="CART7",
+    destinations=("PACS",),
+):
     """An ECG received as the listener does, then predicted with an SR pending to PACS."""
     made = make_ecg()
     ecg = made.dataset
@@ -93,7 +103,7 @@ def stored_ecg(sessions, spool, tmp_path, name="Test^Factory", patient_id="P-1",
                     10.5,
                     ("baseline_wander",),
                     [queries.NewReport("sr", generate_uid(), str(report))],
-                    ["PACS"],
+                    list(destinations),
                 )
             ],
         )
@@ -269,32 +279,46 @@ def test_the_worklist_filters_searches_and_pages(console, tmp_path, monkeypatch)
 
 def test_the_status_filters_agree_with_each_ecgs_status(console, tmp_path):
     client, sessions, spool, _ = console
-    pending, delivered, undeliverable = (stored_ecg(sessions, spool, tmp_path) for _ in range(3))
+    pending, delivered, failed = (stored_ecg(sessions, spool, tmp_path) for _ in range(3))
+    undeliverable = stored_ecg(sessions, spool, tmp_path, destinations=())  # nowhere to go
     with sessions.begin() as session:
-        ids = {
-            uid: session.scalar(
-                select(ReceivedInstance.id).where(ReceivedInstance.sop_instance_uid == uid)
+        due = {d.report_sop_instance_uid: d for d in queries.claim_due_deliveries(session, 10)}
+        by_ecg = {
+            instance.sop_instance_uid: due[report.sop_instance_uid].delivery_id
+            for report, instance in session.execute(
+                select(Report, ReceivedInstance)
+                .join(Prediction, Report.prediction_id == Prediction.id)
+                .join(ReceivedInstance, Prediction.instance_id == ReceivedInstance.id)
             )
-            for uid in (delivered, undeliverable)
+            if report.sop_instance_uid in due
         }
-        reports = select(Report.id).join(Prediction).where(Prediction.instance_id == ids[delivered])
-        session.execute(
-            update(Delivery)
-            .where(Delivery.report_id.in_(reports))
-            .values(status=DeliveryStatus.DELIVERED)
+        queries.finish_deliveries(
+            session,
+            [
+                queries.Attempt(by_ecg[delivered], delivered=True),
+                queries.Attempt(by_ecg[failed], delivered=False, error="refused"),
+                queries.Attempt(by_ecg[pending], delivered=False, error="down", retry_at=utcnow()),
+            ],
         )
-        none = (
-            select(Report.id).join(Prediction).where(Prediction.instance_id == ids[undeliverable])
-        )
-        session.execute(delete(Delivery).where(Delivery.report_id.in_(none)))  # no destination
     log_in(client, VIEWER)
     shown = {
         status: client.get("/worklist", params={"status": status}).text
-        for status in ("predicted", "delivered")
+        for status in ("predicted", "delivered", "delivery_failed")
     }
     assert pending in shown["predicted"] and undeliverable in shown["predicted"]
-    assert delivered not in shown["predicted"] and delivered in shown["delivered"]
-    assert pending not in shown["delivered"] and undeliverable not in shown["delivered"]
+    assert delivered in shown["delivered"] and failed in shown["delivery_failed"]
+    for uid, status in (
+        (pending, "predicted"),
+        (delivered, "delivered"),
+        (failed, "delivery_failed"),
+    ):
+        assert [name for name, page in shown.items() if uid in page] == [status]
+    with sessions() as session:
+        counts = console_store.status_counts(session)
+    assert (counts["predicted"], counts["delivered"], counts["delivery_failed"]) == (2, 1, 1)
+    with sessions.begin() as session:
+        assert queries.resend(session, "delivery_failed", failed) == 1
+    assert failed in client.get("/worklist", params={"status": "predicted"}).text
 
 
 def test_the_audit_page_is_for_admins_only(console):

@@ -62,6 +62,8 @@ def test_upgrading_keeps_the_srs_of_a_database_made_before_report_objects(databa
     upgrade(engine)
     with session_factory(engine)() as session:
         (row,) = queries.results(session)
+        # migration 0008 filled the state the console filters on
+        assert session.scalar(select(ReceivedInstance.delivery_state)) == "delivered"
     engine.dispose()
     assert row.sr_sop_instance_uid == "9.9" and row.status == "delivered"
     assert row.reports == [{"kind": "sr", "sop_instance_uid": "9.9", "status": "delivered"}]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
@@ -29,7 +29,6 @@ from ecg2age_dicom.store.queries import (
     aware,
     latest_prediction,
     overall_status,
-    queue_depth,
     utcnow,
 )
 
@@ -47,32 +46,21 @@ def _deliveries(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     )
 
 
-def _instances_with(*conditions: ColumnElement[bool]) -> Select[int]:
-    """The instances with a delivery meeting ``conditions`` (computed once: cheap for the few
-    that failed or are still on their way)."""
-    return (
-        select(Prediction.instance_id)
-        .join(Report, Report.prediction_id == Prediction.id)
-        .join(Delivery, Delivery.report_id == Report.id)
-        .where(*conditions)
-    )
-
-
-_FAILED = Delivery.status == DeliveryStatus.DELIVERY_FAILED
-_UNDELIVERED = Delivery.status != DeliveryStatus.DELIVERED
+_STATE_OF = {
+    "predicted": ("pending", "none", ""),  # "": not yet kept (never, since migration 0008)
+    "delivered": ("delivered",),
+    "delivery_failed": ("delivery_failed",),
+}
+"""The ``delivery_state`` values of a predicted ECG in each status (the status of
+:func:`~ecg2age_dicom.store.queries.overall_status`)."""
 
 
 def _status_is(status: str) -> ColumnElement[bool]:
-    predicted = ReceivedInstance.status == InstanceStatus.PREDICTED
-    failed = ReceivedInstance.id.in_(_instances_with(_FAILED))
-    undelivered = ReceivedInstance.id.in_(_instances_with(_UNDELIVERED))
-    if status == "delivery_failed":
-        return and_(predicted, failed)
-    if status == "delivered":
-        return and_(predicted, _deliveries(), not_(undelivered))
-    if status == "predicted":
-        without_deliveries = ReceivedInstance.id.not_in(_instances_with())
-        return and_(predicted, not_(failed), or_(undelivered, without_deliveries))
+    if status in _STATE_OF:
+        return and_(
+            ReceivedInstance.status == InstanceStatus.PREDICTED,
+            ReceivedInstance.delivery_state.in_(_STATE_OF[status]),
+        )
     return ReceivedInstance.status == InstanceStatus(status)
 
 
@@ -231,19 +219,21 @@ def activity(session: Session, now: datetime | None = None) -> Activity:
 
 
 def status_counts(session: Session) -> dict[str, int]:
-    """How many ECGs are in each status of :data:`STATUSES`: three counts over the deliveries
-    rather than a test per ECG."""
-    counts = dict(queue_depth(session))
-
-    def instances(*conditions: ColumnElement[bool]) -> int:
-        query = _instances_with(*conditions).distinct().subquery()
-        return int(session.scalar(select(func.count()).select_from(query)) or 0)
-
-    failed, with_deliveries = instances(_FAILED), instances()
-    delivered = with_deliveries - instances(_UNDELIVERED)
-    counts["delivery_failed"], counts["delivered"] = failed, delivered
-    counts["predicted"] -= failed + delivered
-    return {status: counts[status] for status in STATUSES}
+    """How many ECGs are in each status of :data:`STATUSES`: one count by instance status
+    and delivery state."""
+    counts = dict.fromkeys(STATUSES, 0)
+    rows = session.execute(
+        select(ReceivedInstance.status, ReceivedInstance.delivery_state, func.count()).group_by(
+            ReceivedInstance.status, ReceivedInstance.delivery_state
+        )
+    ).all()
+    for status, state, count in rows:
+        if status != InstanceStatus.PREDICTED:
+            counts[InstanceStatus(status).value] += count
+            continue
+        shown = next((name for name, states in _STATE_OF.items() if state in states), "predicted")
+        counts[shown] += count
+    return counts
 
 
 def oldest_unprocessed(session: Session) -> datetime | None:

@@ -75,6 +75,10 @@ class ReceivedInstance(Base):
     accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
     spool_path: Mapped[str] = mapped_column(Text)
+    # Of a predicted instance: where its reports are, from every delivery of every prediction
+    # (queries.refresh_delivery_state keeps it): "pending" (one on its way), "delivered"
+    # (all), "delivery_failed" (one gave up), "none" (nowhere to go); "" before.
+    delivery_state: Mapped[str] = mapped_column(String(20), default="", index=True)
     status: Mapped[InstanceStatus] = mapped_column(
         _enum(InstanceStatus, "instance_status"), default=InstanceStatus.RECEIVED, index=True
     )

@@ -16,7 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Result, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Result,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -41,6 +54,45 @@ _INSERT: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql":
 def _rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE changed (a DML statement's result is a CursorResult)."""
     return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+def refresh_delivery_state(session: Session, instance_ids: Any) -> None:
+    """Set ``delivery_state`` of these instances (ids, or a SELECT of them) from every
+    delivery of their reports, in one UPDATE: delivery_failed (one gave up), pending (one on
+    its way), delivered (all), none (no delivery). One aggregate per instance, reached from
+    its predictions by index (a test on the status would lead SQLite to scan by status)."""
+    failed = func.sum(case((Delivery.status == DeliveryStatus.DELIVERY_FAILED, 1), else_=0))
+    undelivered = func.sum(case((Delivery.status != DeliveryStatus.DELIVERED, 1), else_=0))
+    state = (
+        select(
+            case(
+                (func.count(Delivery.id) == 0, "none"),
+                (failed > 0, "delivery_failed"),
+                (undelivered > 0, "pending"),
+                else_="delivered",
+            )
+        )
+        .select_from(Prediction)
+        .join(Report, Report.prediction_id == Prediction.id)
+        .join(Delivery, Delivery.report_id == Report.id)
+        .where(Prediction.instance_id == ReceivedInstance.id)
+        .scalar_subquery()
+    )
+    session.connection().execute(
+        update(ReceivedInstance)
+        .where(ReceivedInstance.id.in_(instance_ids))
+        .values(delivery_state=state)
+    )
+
+
+def _instances_of(*conditions: ColumnElement[bool]) -> Select[int]:
+    """The instances with a delivery meeting ``conditions``."""
+    return (
+        select(Prediction.instance_id)
+        .join(Report, Report.prediction_id == Prediction.id)
+        .join(Delivery, Delivery.report_id == Report.id)
+        .where(*conditions)
+    )
 
 
 def utcnow() -> datetime:
@@ -249,11 +301,13 @@ def save_results(session: Session, results: Sequence[NewResult]) -> None:
     ]
     if deliveries:
         connection.execute(insert(Delivery), deliveries)
+    instance_ids = [result.instance_id for result in results]
     connection.execute(
         update(ReceivedInstance)
-        .where(ReceivedInstance.id.in_([result.instance_id for result in results]))
+        .where(ReceivedInstance.id.in_(instance_ids))
         .values(status=InstanceStatus.PREDICTED, error=None, claimed_by=None)
     )
+    refresh_delivery_state(session, instance_ids)
 
 
 @dataclass(frozen=True)
@@ -469,6 +523,8 @@ def finish_deliveries(session: Session, attempts: Sequence[Attempt]) -> None:
             for attempt in attempts
         ],
     )
+    delivery_ids = [attempt.delivery_id for attempt in attempts]
+    refresh_delivery_state(session, _instances_of(Delivery.id.in_(delivery_ids)))
 
 
 def requeue_stale_deliveries(session: Session, older_than: timedelta) -> int:
@@ -502,6 +558,10 @@ def resend(session: Session, status: str = "delivery_failed", sop: str | None = 
             status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None
         )
     )
+    # The resent are pending and untried now, as are only those not yet sent (whose ECGs
+    # are "pending" already): a subquery, however many were resent.
+    untried = and_(Delivery.status == DeliveryStatus.PENDING, Delivery.attempts == 0)
+    refresh_delivery_state(session, _instances_of(untried))
     return _rowcount(result)
 
 
