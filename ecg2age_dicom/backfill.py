@@ -214,7 +214,6 @@ class Backfill:
             self.source,
             self.settings.delivery,
             self._receiver,
-            self.settings.listener.max_instance_bytes,
         )
 
     def dry_run(self) -> DryRun:
@@ -394,7 +393,7 @@ class Backfill:
             return
         source = connections.get()
         try:
-            outcome = source.retrieve(found)
+            problem = source.retrieve(found)
         except SourceError as exc:
             self._stop(exc.reason)
             return
@@ -407,7 +406,7 @@ class Backfill:
             else:
                 last = item.attempts + 1 >= MAX_ATTEMPTS
                 state = BackfillState.REFUSED if last else BackfillState.PENDING
-                reason = outcome.detail or "the source reported success, but nothing arrived"
+                reason = problem or "the source reported success, but nothing arrived"
                 store.finish_retrieval(session, item.id, state, reason)
                 log.warning(
                     "retrieval failed sop_instance_uid=%s attempt=%d: %s",

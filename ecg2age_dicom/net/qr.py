@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import
@@ -41,10 +40,8 @@ from pynetdicom.status import STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, co
 from ecg2age_dicom.config import DeliverySettings, Source
 from ecg2age_dicom.errors import Ecg2AgeError
 from ecg2age_dicom.identity import SCORED_SOP_CLASSES, is_valid_uid, shown
-from ecg2age_dicom.net.reactor import CHECKPOINT_HANDLER
-from ecg2age_dicom.net.scp import SizeGuard, handle_store
+from ecg2age_dicom.net.scp import storage_handlers
 from ecg2age_dicom.net.scu import associate
-from ecg2age_dicom.net.sockets import NO_DELAY_HANDLER
 from ecg2age_dicom.receive import Receiver
 from ecg2age_dicom.store.backfill import Found
 
@@ -68,12 +65,13 @@ class Study:
     study_date: str
 
 
-@dataclass(frozen=True)
-class Retrieval:
-    """What one C-MOVE or C-GET of one instance ended with."""
-
-    ok: bool
-    detail: str = ""
+def _identifier(level: str, **values: str) -> Dataset:
+    """A Study Root identifier at ``level`` (an empty value asks for that attribute)."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in values.items():
+        setattr(identifier, keyword, value)
+    return identifier
 
 
 def date_range(since: str | None, until: str | None) -> str:
@@ -96,9 +94,7 @@ class QueryRetrieve:
         ``[delivery]``'s connection, association and DIMSE timeouts.
     receiver:
         For C-GET: where the instances that arrive on this association are checked, spooled
-        and recorded (the listener's rules).
-    max_instance_bytes:
-        For C-GET: the ``[listener]`` size limit of one instance.
+        and recorded (the listener's rules, its size limit included).
     """
 
     def __init__(
@@ -107,13 +103,11 @@ class QueryRetrieve:
         source: Source,
         timeouts: DeliverySettings,
         receiver: Receiver | None = None,
-        max_instance_bytes: int = 50_000_000,
     ) -> None:
         self.ae_title = ae_title
         self.source = source
         self.timeouts = timeouts
         self.receiver = receiver
-        self.max_instance_bytes = max_instance_bytes
         self._assoc: Association | None = None
 
     def __enter__(self) -> QueryRetrieve:
@@ -141,20 +135,13 @@ class QueryRetrieve:
             StudyRootQueryRetrieveInformationModelFind,
             StudyRootQueryRetrieveInformationModelMove,
         ]
-        # the checkpoint: without it a C-FIND or C-MOVE response can be lost (net/reactor.py)
-        handlers: list[EventHandlerType] = [NO_DELAY_HANDLER, CHECKPOINT_HANDLER]
+        handlers: list[EventHandlerType] = []
         roles: tuple[str, ...] = ()
         if self.source.retrieve == "get":
             if self.receiver is None:
                 raise ValueError("C-GET needs a receiver for the instances it brings")
             models[1] = StudyRootQueryRetrieveInformationModelGet
-            guard = SizeGuard(self.max_instance_bytes)
-            handlers += [
-                (evt.EVT_PDU_RECV, guard.on_pdu),
-                (evt.EVT_CONN_CLOSE, guard.on_close),
-                (evt.EVT_C_STORE, handle_store, [self.receiver]),
-            ]
-            roles = SCORED_SOP_CLASSES
+            handlers, roles = storage_handlers(self.receiver), SCORED_SOP_CLASSES
         assoc = associate(
             self.ae_title, self.source, self.timeouts, models, handlers, scp_roles=roles
         )
@@ -195,11 +182,12 @@ class QueryRetrieve:
     def studies(self, since: str | None, until: str | None) -> Iterator[Study]:
         """The studies in the date range that hold ECGs (Modalities in Study), or every study
         in the range when the source refuses that key (the series query then decides)."""
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = ""
-        query.StudyDate = date_range(since, until)
-        query.ModalitiesInStudy = "ECG"
+        query = _identifier(
+            "STUDY",
+            StudyInstanceUID="",
+            StudyDate=date_range(since, until),
+            ModalitiesInStudy="ECG",
+        )
         try:
             matches = list(self._find(query))
         except SourceError as exc:
@@ -217,11 +205,13 @@ class QueryRetrieve:
 
     def ecg_instances(self, study: Study) -> list[Found]:
         """The study's instances of a scored SOP class, in its series of Modality ECG."""
-        series_query = Dataset()
-        series_query.QueryRetrieveLevel = "SERIES"
-        series_query.StudyInstanceUID = study.study_instance_uid
-        series_query.SeriesInstanceUID = ""
-        series_query.Modality = "ECG"
+        study_uid = study.study_instance_uid
+        series_query = _identifier(
+            "SERIES",
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID="",
+            Modality="ECG",
+        )
         series = [
             uid
             for match in self._find(series_query)
@@ -230,25 +220,22 @@ class QueryRetrieve:
         ]
         found = []
         for series_uid in series:
-            query = Dataset()
-            query.QueryRetrieveLevel = "IMAGE"
-            query.StudyInstanceUID = study.study_instance_uid
-            query.SeriesInstanceUID = series_uid
-            query.SOPInstanceUID = ""
-            query.SOPClassUID = ""
+            query = _identifier(
+                "IMAGE",
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=series_uid,
+                SOPInstanceUID="",
+                SOPClassUID="",
+            )
             for match in self._find(query):
                 uid, sop_class = _uid(match, "SOPInstanceUID"), _uid(match, "SOPClassUID")
                 if uid and sop_class in SCORED_SOP_CLASSES:
-                    found.append(
-                        Found(
-                            uid, study.study_instance_uid, series_uid, sop_class, study.study_date
-                        )
-                    )
+                    found.append(Found(uid, study_uid, series_uid, sop_class, study.study_date))
         return found
 
-    def retrieve(self, item: Found) -> Retrieval:
-        """C-MOVE the instance to us (``ae_title``) or C-GET it; whether the source says it
-        was sent, and if not why.
+    def retrieve(self, item: Found) -> str:
+        """C-MOVE the instance to us (``ae_title``) or C-GET it: "" when the source says it
+        was sent, else why not.
 
         Raises
         ------
@@ -256,11 +243,12 @@ class QueryRetrieve:
             The source does not know our AE title as a move destination, or cannot be reached.
         """
         assoc = self._association()
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "IMAGE"
-        identifier.StudyInstanceUID = item.study_instance_uid
-        identifier.SeriesInstanceUID = item.series_instance_uid
-        identifier.SOPInstanceUID = item.sop_instance_uid
+        identifier = _identifier(
+            "IMAGE",
+            StudyInstanceUID=item.study_instance_uid,
+            SeriesInstanceUID=item.series_instance_uid,
+            SOPInstanceUID=item.sop_instance_uid,
+        )
         if self.source.retrieve == "get":
             responses = assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
         else:
@@ -272,7 +260,7 @@ class QueryRetrieve:
             final = status
         code = int(final.Status) if final and "Status" in final else None
         if code is None:
-            return Retrieval(False, "no answer to the retrieve request (timeout or aborted)")
+            return "no answer to the retrieve request (timeout or aborted)"
         if code == MOVE_DESTINATION_UNKNOWN:
             raise SourceError(
                 f"source {self.source.name} does not know the move destination {self.ae_title}: "
@@ -282,11 +270,10 @@ class QueryRetrieve:
         completed = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
         failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
         if code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING) and completed and not failed:
-            return Retrieval(True)
-        return Retrieval(
-            False,
+            return ""
+        return (
             f"C-{self.source.retrieve.upper()} status 0x{code:04X}: {completed} sent, "
-            f"{failed} failed",
+            f"{failed} failed"
         )
 
 

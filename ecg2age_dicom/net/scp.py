@@ -5,7 +5,7 @@ and Verification), the called AE title (must be ``[listener] ae_title``), the al
 AE titles (when set), the association limit and the timeouts. Around pynetdicom:
 :class:`~ecg2age_dicom.net.sockets.ListenerServer` bounds TLS handshakes and partial PDUs;
 each incoming dataset is written by pynetdicom to a file in the spool's ``incoming/`` folder
-as it arrives (``STORE_RECV_CHUNKED_DATASET``), and :class:`SizeGuard` aborts an association
+as it arrives (``STORE_RECV_CHUNKED_DATASET``), and :class:`_SizeGuard` aborts an association
 whose dataset grows over ``max_instance_bytes``, so memory and disk stay bounded.
 
 The C-STORE handler stays thin: :meth:`Receiver.accept` (header checks, spool, database)
@@ -100,7 +100,7 @@ def handle_store(event: evt.Event, receiver: Receiver) -> Dataset:
     return _status(_STATUS[received.outcome], received.reason)
 
 
-class SizeGuard:
+class _SizeGuard:
     """Counts each incoming dataset's bytes as its P-DATA PDUs arrive; aborts the association
     of one that grows over ``max_bytes``, and removes the partial file it leaves."""
 
@@ -156,6 +156,17 @@ def receive_into(incoming: Path) -> None:
     tempfile.tempdir = str(incoming)
 
 
+def storage_handlers(receiver: Receiver) -> list[EventHandlerType]:
+    """The handlers of an association that receives ECGs (the listener's, a C-GET's): the
+    size guard at the receiver's limit, and each C-STORE handed to the receiver."""
+    guard = _SizeGuard(receiver.max_bytes)
+    return [
+        (evt.EVT_PDU_RECV, guard.on_pdu),
+        (evt.EVT_CONN_CLOSE, guard.on_close),
+        (evt.EVT_C_STORE, handle_store, [receiver]),
+    ]
+
+
 def ssl_context(settings: ListenerSettings) -> ssl.SSLContext | None:
     """The server-side TLS context from ``[listener.tls]``, or None."""
     if settings.tls is None:
@@ -196,12 +207,9 @@ def start_listener(
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
-    size_guard = SizeGuard(settings.max_instance_bytes)
     handlers: list[EventHandlerType] = [
         NO_DELAY_HANDLER,
-        (evt.EVT_PDU_RECV, size_guard.on_pdu),
-        (evt.EVT_CONN_CLOSE, size_guard.on_close),
-        (evt.EVT_C_STORE, handle_store, [receiver]),
+        *storage_handlers(receiver),
         (evt.EVT_C_ECHO, lambda event: Status.SUCCESS),
     ]
     pdu_cap = settings.max_pdu_bytes or settings.max_instance_bytes

@@ -124,8 +124,6 @@ class ReportSender:
                 SendResult(p, Outcome.RETRY, "not sent: the service is stopping") for p in paths
             ]
         handlers: list[EventHandlerType] = [
-            NO_DELAY_HANDLER,
-            CHECKPOINT_HANDLER,
             (evt.EVT_CONN_OPEN, self._track),
             (evt.EVT_CONN_CLOSE, self._untrack),
         ]
@@ -136,9 +134,7 @@ class ReportSender:
 
     def echo(self, destination: Destination) -> str:
         """C-ECHO ``destination``: "" when it answers with success, else why not."""
-        assoc = associate(
-            self.ae_title, destination, self.timeouts, (Verification,), [NO_DELAY_HANDLER]
-        )
+        assoc = associate(self.ae_title, destination, self.timeouts, (Verification,), [])
         if isinstance(assoc, str):
             return assoc
         try:
@@ -203,7 +199,9 @@ def associate(
 ) -> Association | str:
     """An established association from ``ae_title`` to ``peer`` proposing ``sop_classes``
     (and taking the SCP role for ``scp_roles``: C-GET's storage), with the ``[delivery]``
-    timeouts, or why there is none."""
+    timeouts, or why there is none. Every one has Nagle off and the reactor checkpoint
+    (:mod:`ecg2age_dicom.net.reactor`: without it a response can be lost), before
+    ``handlers``."""
     ae = AE(ae_title=ae_title)
     ae.connection_timeout = timeouts.connect_timeout_s
     ae.acse_timeout = timeouts.acse_timeout_s
@@ -221,7 +219,7 @@ def associate(
             peer.port,
             ae_title=peer.ae_title,
             tls_args=tls,
-            evt_handlers=handlers,
+            evt_handlers=[NO_DELAY_HANDLER, CHECKPOINT_HANDLER, *handlers],
             ext_neg=[build_role(sop_class, scp_role=True) for sop_class in scp_roles] or None,
         )
     except (OSError, ssl.SSLError) as exc:
