@@ -202,7 +202,7 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
                 progress.advance(task, len(rows))
         writer.close()
     if done:
-        print(f"{len(done & set(map(str, paths)))} files already in {args.output}", file=sys.stderr)
+        print(f"{len(paths) - len(todo)} files already in {args.output}", file=sys.stderr)
     return 0 if all_ok else 1
 
 
@@ -408,14 +408,20 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _study_date(text: str | None, option: str) -> str | None:
-    """A --since / --until date (YYYY-MM-DD or YYYYMMDD) as a DICOM DA (YYYYMMDD)."""
-    if text is None:
+def _date_option(text: str | None, option: str) -> datetime | None:
+    """A date option (``--since``, ``--until``): YYYY-MM-DD, or any ISO date (and time)."""
+    if not text:
         return None
     try:
-        return datetime.strptime(text.replace("-", ""), "%Y%m%d").strftime("%Y%m%d")
+        return datetime.fromisoformat(text)
     except ValueError:
         raise UserError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _study_date(text: str | None, option: str) -> str | None:
+    """A date option as a DICOM DA (YYYYMMDD), for matching Study Date."""
+    day = _date_option(text, option)
+    return None if day is None else day.strftime("%Y%m%d")
 
 
 def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
@@ -511,12 +517,8 @@ def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(args.config)
-    since = None
-    if args.since:
-        try:
-            since = datetime.fromisoformat(args.since)
-        except ValueError:
-            raise UserError(f"--since {args.since!r} is not a date (YYYY-MM-DD)") from None
+    since = _date_option(args.since, "--since")
+    if since is not None:
         since = queries.aware(since)
     with open_store(settings.storage.database_url) as sessions, sessions() as session:
         rows = [

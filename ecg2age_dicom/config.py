@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         )
 
     @model_validator(mode="after")
-    def _destinations_known(self) -> Settings:
+    def _names_known(self) -> Settings:
         names = [destination.name for destination in self.destinations]
         for section, entries in (("destinations", names), ("sources", self.source_names())):
             duplicates = sorted({name for name in entries if entries.count(name) > 1})
