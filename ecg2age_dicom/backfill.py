@@ -400,7 +400,7 @@ class Backfill:
         finally:
             connections.put(source)
         with self.sessions.begin() as session:
-            arrived = bool(store.received(session, [item.sop_instance_uid]))
+            arrived = store.received_at(session, item.sop_instance_uid) is not None
             if arrived:
                 store.finish_retrieval(session, item.id, BackfillState.RETRIEVED)
             else:
