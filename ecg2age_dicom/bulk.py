@@ -1,10 +1,10 @@
 """Scoring files in bulk (``predict``): decoding in several processes, the model in batches,
 each batch's rows written as soon as it is scored.
 
-    paths --(process pool: read + scoring.prepare, a bounded window ahead, in order)-->
-    Prepared --(batches of [model] batch_size, one model call each: scoring.score)--> rows
-    (+ each ECG's report objects with ``--out-dir``) --> RowWriter (table, CSV or JSON Lines,
-    flushed after every batch)
+    paths --(PreparedFiles: process pool, read + scoring.prepare, in order, a bounded
+    window ahead; started before the model loads)--> Prepared --(batches of [model]
+    batch_size, one model call each: scoring.score)--> rows (+ each ECG's report objects
+    with ``--out-dir``) --> RowWriter (table, CSV or JSON Lines, flushed after every batch)
 
 The window bounds memory whatever the number of files; a file that cannot be read, decoded
 or scored becomes a row with its reason and the rest go on. With ``--output FILE --resume``,
@@ -19,7 +19,9 @@ import itertools
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +53,8 @@ FIELDS = (
     *(f"{kind}_{field}" for kind in KINDS for field in ("sop_instance_uid", "path")),
 )
 CHUNK_FILES = 8  # files per task sent to a decoding process: fewer, larger messages
-WINDOW_CHUNKS_PER_JOB = 4  # decoded ahead of the model, per process: bounds memory
+WINDOW_FILES = 256  # prepared ahead of the model: work done while it loads, bounded memory
+WINDOW_CHUNKS_PER_JOB = 4  # ...or more, to keep many processes busy
 
 
 @dataclass(frozen=True)
@@ -97,30 +100,74 @@ def _prepare_chunk(paths: list[str], card: ModelCard, keep_scorable: bool) -> li
     return [prepare_file(path, card, keep_scorable) for path in paths]
 
 
-def prepared_in_order(
-    paths: Iterable[Path], card: ModelCard, jobs: int, keep_scorable: bool
-) -> Iterator[Prepared]:
-    """Each path prepared, in the order given: by ``jobs`` spawned processes (1: here), at
-    most ``jobs * WINDOW_CHUNKS_PER_JOB`` chunks ahead of the consumer."""
-    names = (str(path) for path in paths)
-    if jobs <= 1:
-        yield from (prepare_file(name, card, keep_scorable) for name in names)
-        return
-    work = partial(_prepare_chunk, card=card, keep_scorable=keep_scorable)
-    pending: collections.deque[Future[list[Prepared]]] = collections.deque()
-    # Spawned: the parent holds TensorFlow's threads, which a fork would copy mid-flight.
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=logs.configure,
-        initargs=(logging.getLogger().level,),
-    ) as pool:
-        while chunk := list(itertools.islice(names, CHUNK_FILES)):
-            pending.append(pool.submit(work, chunk))
-            if len(pending) >= jobs * WINDOW_CHUNKS_PER_JOB:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+def _start_decoding_process(log_level: int) -> None:
+    """Each decoding process logs as the parent does, and ends when the parent ends: a
+    killed ``predict`` would otherwise leave it waiting for work forever (its siblings hold
+    the task queue open)."""
+    logs.configure(log_level)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
+
+
+class PreparedFiles:
+    """Each path prepared, in the order given, by ``jobs`` spawned processes (0: one per CPU;
+    1: here, as it is asked for).
+
+    The processes start on entering and work ahead while the caller loads its model; they
+    keep at most :data:`WINDOW_FILES` (or ``WINDOW_CHUNKS_PER_JOB`` chunks per process, when
+    that is more) prepared ahead of the consumer, which bounds memory (about 240 KB per file
+    for a 5000 x 12 model input). Leaving cancels what is still queued.
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], card: ModelCard, *, jobs: int, keep_scorable: bool
+    ) -> None:
+        self._names = (str(path) for path in paths)
+        self._prepare = partial(prepare_file, card=card, keep_scorable=keep_scorable)
+        self._work = partial(_prepare_chunk, card=card, keep_scorable=keep_scorable)
+        self.jobs = min(jobs or os.cpu_count() or 1, max(1, len(paths)))
+        self._ahead = max(WINDOW_FILES // CHUNK_FILES, WINDOW_CHUNKS_PER_JOB * self.jobs)
+        self._pending: collections.deque[Future[list[Prepared]]] = collections.deque()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> PreparedFiles:
+        if self.jobs > 1:
+            # Spawned: the parent holds TensorFlow's threads, which a fork would copy mid-flight.
+            self._pool = ProcessPoolExecutor(
+                self.jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_decoding_process,
+                initargs=(logging.getLogger().level,),
+            )
+            self._fill()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def _fill(self) -> None:
+        assert self._pool is not None
+        while len(self._pending) < self._ahead:
+            chunk = list(itertools.islice(self._names, CHUNK_FILES))
+            if not chunk:
+                return
+            self._pending.append(self._pool.submit(self._work, chunk))
+
+    def __iter__(self) -> Iterator[Prepared]:
+        if self._pool is None:
+            yield from map(self._prepare, self._names)
+            return
+        while self._pending:
+            chunk = self._pending.popleft().result()
+            self._fill()
+            yield from chunk
 
 
 def _batches(items: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
@@ -141,21 +188,16 @@ def _batches(items: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
 class BulkScorer:
     """Scores files with one model, as ``predict`` does; see the module docstring."""
 
-    def __init__(
-        self, runtime: ModelRuntime, settings: Settings, *, jobs: int, out_dir: Path | None
-    ) -> None:
+    def __init__(self, runtime: ModelRuntime, settings: Settings, *, out_dir: Path | None) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.jobs = jobs or os.cpu_count() or 1
         self.out_dir = out_dir
         self.algorithm = scoring.algorithm_of(runtime.card)
 
-    def rows(self, paths: Sequence[Path]) -> Iterator[list[dict[str, Any]]]:
-        """The rows of ``paths``, in order, one list per model batch."""
-        prepared = prepared_in_order(
-            paths, self.runtime.card, min(self.jobs, len(paths)), self.out_dir is not None
-        )
-        for batch in _batches(prepared, self.settings.model.batch_size):
+    def rows(self, prepared: Iterable[Prepared]) -> Iterator[list[dict[str, Any]]]:
+        """The rows of ``prepared`` (from :class:`PreparedFiles` with this model's card and
+        ``keep_scorable`` when ``out_dir`` is set), in order, one list per model batch."""
+        for batch in _batches(iter(prepared), self.settings.model.batch_size):
             yield self._score(batch)
 
     def _score(self, batch: list[Prepared]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
 from ecg2age_dicom import __version__, logs, scoring, waveform
-from ecg2age_dicom.bulk import BulkScorer, RowWriter, csv_cells, done_paths
+from ecg2age_dicom.bulk import BulkScorer, PreparedFiles, RowWriter, csv_cells, done_paths
 from ecg2age_dicom.config import Settings, load_settings
 from ecg2age_dicom.dicomfile import expand_paths, read_dataset
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
@@ -186,17 +186,21 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     paths = list(expand_paths(args.paths))
     done = done_paths(args.output, args.format) if args.resume else set()
     todo = [path for path in paths if str(path) not in done]
-    runtime = load_runtime(args, settings)
-    scorer = BulkScorer(runtime, settings, jobs=args.jobs, out_dir=args.sr_dir)
+    card = load_card(_card_path(args, settings))
     all_ok = bool(paths)
     with contextlib.ExitStack() as files:
+        prepared = files.enter_context(
+            PreparedFiles(todo, card, jobs=args.jobs, keep_scorable=args.sr_dir is not None)
+        )
+        runtime = load_runtime(args, settings)  # while the first files are prepared
+        scorer = BulkScorer(runtime, settings, out_dir=args.sr_dir)
         target = out
         if args.output is not None:
             target = files.enter_context(open(args.output, "a", encoding="utf-8"))
         writer = RowWriter(target, args.format, header=args.output is None or target.tell() == 0)
         with progress_bar() as progress:
             task = progress.add_task("scoring", total=len(todo))
-            for rows in scorer.rows(todo):
+            for rows in scorer.rows(prepared):
                 writer.write(rows)
                 all_ok &= all(row["error"] is None for row in rows)
                 progress.advance(task, len(rows))

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import butter, find_peaks, sosfilt, sosfilt_zi
+from scipy.signal import butter, find_peaks, sosfilt, sosfilt_zi, sosfreqz
 
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.waveform import ECG, LEADS, derive_limb_leads
@@ -92,14 +92,41 @@ the thresholds were chosen at, and 5-10 times less work at 500-1000 Hz."""
 @lru_cache(maxsize=32)
 def _design(kind: str, fs: float) -> tuple[np.ndarray, np.ndarray]:
     """Second-order sections of one filter and their steady state for a unit input:
-    ``highpass`` 0.5 Hz, ``qrs`` 5-15 Hz band, ``high_band`` :data:`HF_BAND_HZ`."""
+    ``highpass`` 0.5 Hz, ``qrs`` 5-15 Hz band."""
     if kind == "highpass":
         sos = butter(2, 0.5, "highpass", fs=fs, output="sos")
-    elif kind == "qrs":
-        sos = butter(2, (5.0, min(15.0, 0.45 * fs)), "bandpass", fs=fs, output="sos")
     else:
-        sos = butter(4, HF_BAND_HZ, "bandpass", fs=fs, output="sos")
+        sos = butter(2, (5.0, min(15.0, 0.45 * fs)), "bandpass", fs=fs, output="sos")
     return sos, sosfilt_zi(sos)
+
+
+@lru_cache(maxsize=32)
+def _high_band(fs: float, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """For the rfft of ``n_samples``: the weight of each bin's real and imaginary part in
+    the mean square of a 4th-order Butterworth :data:`HF_BAND_HZ` band-pass (its |H|^2,
+    doubled for the bins that also stand for a negative frequency, over ``n_samples**2``:
+    Parseval), and the spectrum of a ramp from 0 to 1 over the recording."""
+    sos = butter(4, HF_BAND_HZ, "bandpass", fs=fs, output="sos")
+    _, response = sosfreqz(sos, worN=np.fft.rfftfreq(n_samples, 1.0 / fs), fs=fs)
+    gain = np.abs(response) ** 2 * 2.0
+    gain[0] /= 2.0
+    if n_samples % 2 == 0:
+        gain[-1] /= 2.0
+    ramp = np.fft.rfft(np.linspace(0.0, 1.0, n_samples))
+    return np.repeat(gain / n_samples**2, 2), ramp
+
+
+def _band_rms(by_lead: np.ndarray, fs: float) -> np.ndarray:
+    """RMS of each lead in :data:`HF_BAND_HZ` (lead, time), through the filter's response on
+    the spectrum: the steady state of filtering in time, at a third of the cost. The line
+    joining each lead's first and last sample is taken off first: the spectrum treats the
+    recording as periodic, and the jump from its end back to its start would leak into the
+    band (the constant part falls outside the band)."""
+    weights, ramp = _high_band(fs, by_lead.shape[1])
+    spectrum = np.fft.rfft(by_lead, axis=1)
+    spectrum -= (by_lead[:, -1] - by_lead[:, 0])[:, None] * ramp
+    parts = spectrum.view(np.float64)  # real and imaginary parts, side by side
+    return np.sqrt((parts * parts) @ weights)
 
 
 def _filtered(kind: str, fs: float, by_lead: np.ndarray) -> np.ndarray:
@@ -115,7 +142,9 @@ def _averaged_down(by_lead: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
     """Means of ``factor`` consecutive samples (a boxcar anti-alias), and the new rate."""
     factor = max(1, int(fs // ANALYSIS_HZ))
     usable = by_lead.shape[1] - by_lead.shape[1] % factor
-    return by_lead[:, :usable].reshape(len(by_lead), -1, factor).mean(axis=2), fs / factor
+    # A product with the averaging weights: ten times faster than .mean over a short axis.
+    weights = np.full(factor, 1.0 / factor)
+    return by_lead[:, :usable].reshape(len(by_lead), -1, factor) @ weights, fs / factor
 
 
 def recorded_leads(ecg: ECG) -> list[str]:
@@ -183,7 +212,7 @@ def assess(ecg: ECG) -> Quality:
 
     full_rate = ecg.sampling_frequency
     if full_rate >= MIN_HF_RATE_HZ:
-        noise = _filtered("high_band", full_rate, by_lead)[:, round(full_rate) :].std(axis=1)
+        noise = _band_rms(by_lead[:, round(full_rate) :], full_rate)
         flags += [
             f"high_frequency_noise:{n}"
             for n, v in zip(names, noise, strict=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -54,22 +55,28 @@ def test_several_decoding_processes_give_the_rows_of_one_in_the_same_order(folde
     assert all(by_name[f"{i:02d}.dcm"]["predicted_age_years"] for i in range(10))
 
 
-def test_rows_come_in_batches_and_the_window_bounds_what_is_read_ahead(folder):
+def test_files_are_prepared_ahead_from_the_start_within_the_window(folder):
     card = load_card(DEFAULT_CARD)
     pulled = []
 
-    def paths():
-        for path in sorted(folder.iterdir()) * 20:  # 240 files
-            pulled.append(path)
-            yield path
+    class Paths(list):
+        def __iter__(self):
+            for path in super().__iter__():
+                pulled.append(path)
+                yield path
 
-    prepared = bulk.prepared_in_order(paths(), card, jobs=2, keep_scorable=False)
-    first = next(prepared)
-    window = 2 * bulk.WINDOW_CHUNKS_PER_JOB * bulk.CHUNK_FILES
-    assert first.path.endswith("00.dcm") and first.model_input.shape == (5000, 12)
-    assert first.scorable is None  # only the model input travels back without reports
-    assert len(pulled) <= window + bulk.CHUNK_FILES
-    prepared.close()
+    paths = Paths(sorted(folder.iterdir()) * 50)  # 600 files
+    with bulk.PreparedFiles(paths, card, jobs=2, keep_scorable=False) as prepared:
+        window = max(bulk.WINDOW_FILES, 2 * bulk.WINDOW_CHUNKS_PER_JOB * bulk.CHUNK_FILES)
+        assert len(pulled) == window  # handed out on entering, before anyone asks
+        items = iter(prepared)
+        first = next(items)
+        assert first.path.endswith("00.dcm") and first.model_input.shape == (5000, 12)
+        assert first.scorable is None  # only the model input travels back without reports
+        assert len(pulled) <= window + bulk.CHUNK_FILES
+        assert [Path(item.path).name for item in itertools.islice(items, 11)] == [
+            path.name for path in sorted(folder.iterdir())[1:]
+        ]
 
 
 def test_failed_files_do_not_hold_back_the_rows_written():
@@ -111,21 +118,38 @@ def test_resume_needs_an_output_file(folder, capsys):
     assert "--resume needs --output" in capsys.readouterr().err
 
 
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has ended, only not yet been reaped
+
+
 def test_kill_9_in_the_middle_then_resume_scores_every_file_once(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
-    for index in range(300):
-        make_ecg(fs=500).write(folder / f"{index:03d}.dcm")
+    make_ecg(fs=500).write(folder / "0000.dcm")
+    data = (folder / "0000.dcm").read_bytes()
+    # Several times the files prepared ahead (bulk.WINDOW_FILES), which are scored at the
+    # model's pace once it has loaded: the rest still take seconds when the first rows come.
+    for index in range(1, 1200):
+        (folder / f"{index:04d}.dcm").write_bytes(data)
     output = tmp_path / "ages.csv"
-    command = [str(CLI), "predict", str(folder), "--format", "csv", "--output", str(output)]
+    command = [str(CLI), "predict", str(folder), "--jobs", "2", "--format", "csv"]
+    command += ["--output", str(output)]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: output.exists() and output.stat().st_size > 20_000, 120, "some rows")
+        wait_for(lambda: output.exists() and output.read_text().count("\n") > 1, 120, "rows")
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True)
     finally:
         process.kill()
         process.wait(timeout=30)
     complete = output.read_text().count("\n") - 1  # less the header; a cut row has no end
-    assert 0 < complete < 300
+    assert 0 < complete < 1200
+    decoders = [int(pid) for pid in children.stdout.split()]
+    assert len(decoders) >= 2  # the two decoding processes (and multiprocessing's tracker)
+    wait_for(lambda: not any(map(_running, decoders)), 30, "the decoding processes to end")
     resumed = subprocess.run(
         [*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
