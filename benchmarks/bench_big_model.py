@@ -38,6 +38,7 @@ MODEL_DIR = ROOT / "var" / "ecg2age-sized"
 CONFIGURATIONS = [
     ("1 worker, TensorFlow's default threads", 1, ""),
     ("2 workers, 1 intra-op thread each", 2, "intra_op_threads = 1\ninter_op_threads = 1"),
+    ("2 workers, TensorFlow's default threads", 2, ""),
 ]
 
 
