@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -101,10 +102,11 @@ def _prepare_chunk(paths: list[str], card: ModelCard, keep_scorable: bool) -> li
 
 
 def _start_decoding_process(log_level: int) -> None:
-    """Each decoding process logs as the parent does, and ends when the parent ends: a
-    killed ``predict`` would otherwise leave it waiting for work forever (its siblings hold
-    the task queue open)."""
+    """Each decoding process logs as the parent does, leaves Ctrl-C to the parent (which
+    stops the pool), and ends when the parent ends: a killed ``predict`` would otherwise
+    leave it waiting for work forever (its siblings hold the task queue open)."""
     logs.configure(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()

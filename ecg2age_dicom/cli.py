@@ -188,23 +188,31 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     todo = [path for path in paths if str(path) not in done]
     card = load_card(_card_path(args, settings))
     all_ok = bool(paths)
-    with contextlib.ExitStack() as files:
-        prepared = files.enter_context(
-            PreparedFiles(todo, card, jobs=args.jobs, keep_scorable=args.sr_dir is not None)
-        )
-        runtime = load_runtime(args, settings)  # while the first files are prepared
-        scorer = BulkScorer(runtime, settings, out_dir=args.sr_dir)
-        target = out
-        if args.output is not None:
-            target = files.enter_context(open(args.output, "a", encoding="utf-8"))
-        writer = RowWriter(target, args.format, header=args.output is None or target.tell() == 0)
-        with progress_bar() as progress:
-            task = progress.add_task("scoring", total=len(todo))
-            for rows in scorer.rows(prepared):
-                writer.write(rows)
-                all_ok &= all(row["error"] is None for row in rows)
-                progress.advance(task, len(rows))
-        writer.close()
+    written = 0
+    try:
+        with contextlib.ExitStack() as files:
+            prepared = files.enter_context(
+                PreparedFiles(todo, card, jobs=args.jobs, keep_scorable=args.sr_dir is not None)
+            )
+            runtime = load_runtime(args, settings)  # while the first files are prepared
+            scorer = BulkScorer(runtime, settings, out_dir=args.sr_dir)
+            target = out
+            if args.output is not None:
+                target = files.enter_context(open(args.output, "a", encoding="utf-8"))
+            header = args.output is None or target.tell() == 0
+            writer = RowWriter(target, args.format, header=header)
+            with progress_bar() as progress:
+                task = progress.add_task("scoring", total=len(todo))
+                for rows in scorer.rows(prepared):
+                    writer.write(rows)
+                    written += len(rows)
+                    all_ok &= all(row["error"] is None for row in rows)
+                    progress.advance(task, len(rows))
+            writer.close()
+    except KeyboardInterrupt:  # Ctrl-C: every row written so far is in place
+        again = " (the same command with --resume goes on)" if args.output else ""
+        print(f"interrupted after {written} of {len(todo)} files{again}", file=sys.stderr)
+        return 130
     if done:
         print(f"{len(paths) - len(todo)} files already in {args.output}", file=sys.stderr)
     return 0 if all_ok else 1

@@ -8,6 +8,8 @@ import csv
 import io
 import itertools
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -126,7 +128,8 @@ def _running(pid: int) -> bool:
     return "State:\tZ" not in status  # a zombie has ended, only not yet been reaped
 
 
-def test_kill_9_in_the_middle_then_resume_scores_every_file_once(tmp_path):
+@pytest.mark.parametrize("stop", ["kill -9", "ctrl-c"])
+def test_a_stop_in_the_middle_then_resume_scores_every_file_once(tmp_path, stop):
     folder = tmp_path / "many"
     folder.mkdir()
     make_ecg(fs=500).write(folder / "0000.dcm")
@@ -135,16 +138,25 @@ def test_kill_9_in_the_middle_then_resume_scores_every_file_once(tmp_path):
     # model's pace once it has loaded: the rest still take seconds when the first rows come.
     for index in range(1, 1200):
         (folder / f"{index:04d}.dcm").write_bytes(data)
-    output = tmp_path / "ages.csv"
+    output, log = tmp_path / "ages.csv", tmp_path / "stderr.txt"
     command = [str(CLI), "predict", str(folder), "--jobs", "2", "--format", "csv"]
     command += ["--output", str(output)]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, stderr=stderr, start_new_session=True)
     try:
         wait_for(lambda: output.exists() and output.read_text().count("\n") > 1, 120, "rows")
         children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True)
     finally:
-        process.kill()
-        process.wait(timeout=30)
+        if stop == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+        else:
+            process.kill()  # the main process alone
+        process.wait(timeout=60)
+    if stop == "ctrl-c":
+        assert process.returncode == 130
+        said = log.read_text()
+        assert "interrupted after" in said and "--resume goes on" in said
+        assert "Traceback" not in said
     complete = output.read_text().count("\n") - 1  # less the header; a cut row has no end
     assert 0 < complete < 1200
     decoders = [int(pid) for pid in children.stdout.split()]
