@@ -5,6 +5,9 @@ Each ECG is timed three ways: the listener's header check from the file's bytes 
 :func:`~ecg2age_dicom.waveform.rhythm_group`, no sample decoded), the worker's decode +
 resample from an already parsed Dataset, and the same from the bytes (pydicom parsing
 included: what the worker really pays, since pydicom converts each element on first access).
+Then the wait on the disk that the listener adds before it answers, which a plain storescp
+does not: a file's fsync, rename and its folder's fsync (:func:`~ecg2age_dicom.dicomfile.
+move_durably`) and one SQLite commit with the project's pragmas, under ``var/``.
 Target on a 2-core machine: <= 2 ms/ECG for decode + resample.
 """
 
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +26,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ecg2age_dicom import waveform
+from ecg2age_dicom.dicomfile import move_durably
+from ecg2age_dicom.store import make_engine
 from tests.ecg_factory import make_ecg
+from tests.peers import ROOT
 
 
 def time_per_ecg(
@@ -50,6 +58,31 @@ def encode(dataset) -> bytes:
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def durable_write_ms(encoded: bytes, count: int) -> tuple[list[float], list[float]]:
+    """ms per ECG of making a received file durable, and of one SQLite commit."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ecg2age-disk-", dir=ROOT / "var"))
+    engine = make_engine(f"sqlite:///{work / 'db.sqlite3'}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE received (uid TEXT)")
+        files, commits = [], []
+        for index in range(count):
+            incoming = work / f"{index}.part"
+            incoming.write_bytes(encoded)
+            start = time.perf_counter()
+            move_durably(incoming, work / "received" / f"{index}.dcm")
+            files.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            with engine.begin() as connection:
+                connection.exec_driver_sql("INSERT INTO received VALUES (?)", (str(index),))
+            commits.append((time.perf_counter() - start) * 1000)
+        return files, commits
+    finally:
+        engine.dispose()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -82,6 +115,14 @@ def main() -> None:
             f"{statistics.median(warm):>20.2f}{statistics.median(cold):>17.2f}"
         )
     print("medians; target: <= 2 ms/ECG for decode + resample to 5000 x 12 @ 500 Hz")
+    files, commits = durable_write_ms(cases["factory, 1000 Hz, 12 leads"][0], 3 * args.files)
+    print(
+        f"the listener's wait on the disk, {len(files)} ECGs of "
+        f"{len(cases['factory, 1000 Hz, 12 leads'][0]) // 1000} KB, median (90th percentile) "
+        f"ms: file fsync + rename + folder fsync {statistics.median(files):.2f} "
+        f"({statistics.quantiles(files, n=10)[-1]:.2f}), SQLite commit "
+        f"{statistics.median(commits):.2f} ({statistics.quantiles(commits, n=10)[-1]:.2f})"
+    )
 
 
 if __name__ == "__main__":
