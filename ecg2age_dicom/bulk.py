@@ -1,7 +1,7 @@
 """Scoring files in bulk (``predict``): decoding in several processes, the model in batches,
 each batch's rows written as soon as it is scored.
 
-    paths --(PreparedFiles: process pool, read + scoring.prepare, in order, a bounded
+    paths --(PreparedFiles: spawned processes, read + scoring.prepare, in order, a bounded
     window ahead; started before the model loads)--> Prepared --(batches of [model]
     batch_size, one model call each: scoring.score)--> rows (+ each ECG's report objects
     with ``--out-dir``) --> RowWriter (table, CSV or JSON Lines, flushed after every batch)
@@ -13,20 +13,20 @@ the files already in ``FILE`` are skipped (:func:`done_paths`) and new rows are 
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import csv
 import itertools
 import json
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
+import queue
 import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -97,24 +97,37 @@ def prepare_file(path: str, card: ModelCard, keep_scorable: bool) -> Prepared:
     )
 
 
-def _prepare_chunk(paths: list[str], card: ModelCard, keep_scorable: bool) -> list[Prepared]:
-    return [prepare_file(path, card, keep_scorable) for path in paths]
+class DecodingProcessEnded(Exception):
+    """A decoding process ended before it answered (killed, or out of memory)."""
 
 
-def _start_decoding_process(log_level: int) -> None:
-    """Each decoding process logs as the parent does, leaves Ctrl-C to the parent (which
-    stops the pool), and ends when the parent ends: a killed ``predict`` would otherwise
-    leave it waiting for work forever (its siblings hold the task queue open)."""
+def _decode_files(
+    tasks: Connection, results: Connection, card: ModelCard, keep_scorable: bool, log_level: int
+) -> None:
+    """A decoding process: each list of paths it is sent, prepared and sent back, until its
+    task pipe ends (the parent left or died: this process then ends too)."""
     logs.configure(log_level)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent's
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            results.send([prepare_file(path, card, keep_scorable) for path in tasks.recv()])
 
 
-def _exit_with(parent_sentinel: int) -> None:
-    multiprocessing.connection.wait([parent_sentinel])
-    os._exit(1)
+@dataclass
+class _Decoder:
+    """One decoding process, its two pipes, and what it has sent back (a reader thread
+    drains its pipe, so that it works ahead; None once it has ended)."""
+
+    process: BaseProcess
+    tasks: Connection
+    results: Connection
+    done: queue.SimpleQueue[list[Prepared] | None] = field(default_factory=queue.SimpleQueue)
+
+    def receive(self) -> None:
+        with contextlib.suppress(EOFError, OSError):  # its end: the process has ended
+            while True:
+                self.done.put(self.results.recv())
+        self.done.put(None)
 
 
 class PreparedFiles:
@@ -124,51 +137,75 @@ class PreparedFiles:
     The processes start on entering and work ahead while the caller loads its model; they
     keep at most :data:`WINDOW_FILES` (or ``WINDOW_CHUNKS_PER_JOB`` chunks per process, when
     that is more) prepared ahead of the consumer, which bounds memory (about 240 KB per file
-    for a 5000 x 12 model input). Leaving cancels what is still queued.
+    for a 5000 x 12 model input). Chunk k goes to process k mod ``jobs`` and comes back in
+    that order. Each process has pipes of its own, not the shared result queue of a
+    ``ProcessPoolExecutor``: there, a process killed while sending its result leaves the
+    pool reading the rest of that message for ever (docs/upstream-defects.md, section 7),
+    while here the end of its own pipe raises :class:`DecodingProcessEnded`. Leaving stops
+    them.
     """
 
     def __init__(
         self, paths: Sequence[Path], card: ModelCard, *, jobs: int, keep_scorable: bool
     ) -> None:
         self._names = (str(path) for path in paths)
-        self._prepare = partial(prepare_file, card=card, keep_scorable=keep_scorable)
-        self._work = partial(_prepare_chunk, card=card, keep_scorable=keep_scorable)
+        self._card, self._keep_scorable = card, keep_scorable
         self.jobs = min(jobs or os.cpu_count() or 1, max(1, len(paths)))
         self._ahead = max(WINDOW_FILES // CHUNK_FILES, WINDOW_CHUNKS_PER_JOB * self.jobs)
-        self._pending: collections.deque[Future[list[Prepared]]] = collections.deque()
-        self._pool: ProcessPoolExecutor | None = None
+        self._decoders: list[_Decoder] = []
+        self._sent = self._taken = 0  # chunks
 
     def __enter__(self) -> PreparedFiles:
         if self.jobs > 1:
             # Spawned: the parent holds TensorFlow's threads, which a fork would copy mid-flight.
-            self._pool = ProcessPoolExecutor(
-                self.jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_decoding_process,
-                initargs=(logging.getLogger().level,),
-            )
-            self._fill()
+            spawn = multiprocessing.get_context("spawn")
+            for _ in range(self.jobs):
+                their_tasks, tasks = spawn.Pipe(duplex=False)
+                results, their_results = spawn.Pipe(duplex=False)
+                process = spawn.Process(
+                    target=_decode_files,
+                    args=(their_tasks, their_results, self._card, self._keep_scorable),
+                    kwargs={"log_level": logging.getLogger().level},
+                    daemon=True,
+                )
+                process.start()
+                their_tasks.close()  # only the process holds its ends: each ends with it
+                their_results.close()
+                decoder = _Decoder(process, tasks, results)
+                threading.Thread(target=decoder.receive, daemon=True).start()
+                self._decoders.append(decoder)
+            self._send()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        for decoder in self._decoders:  # nothing of theirs to keep: stop them now
+            decoder.process.terminate()
+        for decoder in self._decoders:
+            decoder.process.join()
+            decoder.tasks.close()
+            decoder.results.close()
 
-    def _fill(self) -> None:
-        assert self._pool is not None
-        while len(self._pending) < self._ahead:
+    def _send(self) -> None:
+        while self._sent - self._taken < self._ahead:
             chunk = list(itertools.islice(self._names, CHUNK_FILES))
             if not chunk:
                 return
-            self._pending.append(self._pool.submit(self._work, chunk))
+            with contextlib.suppress(OSError):  # an ended process: its reader says so
+                self._decoders[self._sent % self.jobs].tasks.send(chunk)
+            self._sent += 1
 
     def __iter__(self) -> Iterator[Prepared]:
-        if self._pool is None:
-            yield from map(self._prepare, self._names)
+        if not self._decoders:
+            yield from (prepare_file(name, self._card, self._keep_scorable) for name in self._names)
             return
-        while self._pending:
-            chunk = self._pending.popleft().result()
-            self._fill()
+        while self._taken < self._sent:
+            chunk = self._decoders[self._taken % self.jobs].done.get()
+            if chunk is None:
+                raise DecodingProcessEnded(
+                    f"decoding process {self._taken % self.jobs + 1} ended abruptly"
+                )
+            self._taken += 1
+            self._send()
             yield from chunk
 
 

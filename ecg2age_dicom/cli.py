@@ -27,7 +27,14 @@ from pydicom.uid import UID
 from sqlalchemy.engine import make_url
 
 from ecg2age_dicom import __version__, logs, scoring, waveform
-from ecg2age_dicom.bulk import BulkScorer, PreparedFiles, RowWriter, csv_cells, done_paths
+from ecg2age_dicom.bulk import (
+    BulkScorer,
+    DecodingProcessEnded,
+    PreparedFiles,
+    RowWriter,
+    csv_cells,
+    done_paths,
+)
 from ecg2age_dicom.config import Settings, load_settings
 from ecg2age_dicom.dicomfile import expand_paths, read_dataset
 from ecg2age_dicom.errors import ConfigError, InvalidECG, ModelError
@@ -189,6 +196,7 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     card = load_card(_card_path(args, settings))
     all_ok = bool(paths)
     written = 0
+    again = " (the same command with --resume goes on)" if args.output else ""
     try:
         with contextlib.ExitStack() as files:
             prepared = files.enter_context(
@@ -210,9 +218,15 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
                     progress.advance(task, len(rows))
             writer.close()
     except KeyboardInterrupt:  # Ctrl-C: every row written so far is in place
-        again = " (the same command with --resume goes on)" if args.output else ""
         print(f"interrupted after {written} of {len(todo)} files{again}", file=sys.stderr)
         return 130
+    except DecodingProcessEnded as exc:  # killed (by the OOM killer, say)
+        print(
+            f"ecg2age-dicom: {exc} (killed, or out of memory?) after {written} of "
+            f"{len(todo)} files{again}",
+            file=sys.stderr,
+        )
+        return 1
     if done:
         print(f"{len(paths) - len(todo)} files already in {args.output}", file=sys.stderr)
     return 0 if all_ok else 1
