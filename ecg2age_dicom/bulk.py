@@ -124,7 +124,9 @@ class _Decoder:
     done: queue.SimpleQueue[list[Prepared] | None] = field(default_factory=queue.SimpleQueue)
 
     def receive(self) -> None:
-        with contextlib.suppress(EOFError, OSError):  # its end: the process has ended
+        # Its pipe ends with the process (EOFError, or OSError within a message); whatever
+        # else breaks it, the consumer must hear that nothing more comes.
+        with contextlib.suppress(Exception):
             while True:
                 self.done.put(self.results.recv())
         self.done.put(None)
