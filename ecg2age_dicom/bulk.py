@@ -56,6 +56,7 @@ FIELDS = (
 CHUNK_FILES = 8  # files per task sent to a decoding process: fewer, larger messages
 WINDOW_FILES = 256  # prepared ahead of the model: work done while it loads, bounded memory
 WINDOW_CHUNKS_PER_JOB = 4  # ...or more, to keep many processes busy
+STOP_TIMEOUT_S = 5.0  # for each decoding process to end when told to
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,10 @@ class PreparedFiles:
         for decoder in self._decoders:  # nothing of theirs to keep: stop them now
             decoder.process.terminate()
         for decoder in self._decoders:
-            decoder.process.join()
+            decoder.process.join(STOP_TIMEOUT_S)
+            if decoder.process.is_alive():  # SIGTERM waits, e.g. on a stalled network read
+                decoder.process.kill()
+                decoder.process.join(STOP_TIMEOUT_S)
             decoder.tasks.close()
             decoder.results.close()
 
