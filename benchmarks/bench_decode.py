@@ -115,10 +115,11 @@ def main() -> None:
             f"{statistics.median(warm):>20.2f}{statistics.median(cold):>17.2f}"
         )
     print("medians; target: <= 2 ms/ECG for decode + resample to 5000 x 12 @ 500 Hz")
-    files, commits = durable_write_ms(cases["factory, 1000 Hz, 12 leads"][0], 3 * args.files)
+    received = cases["factory, 1000 Hz, 12 leads"][0]
+    files, commits = durable_write_ms(received, 3 * args.files)
     print(
         f"the listener's wait on the disk, {len(files)} ECGs of "
-        f"{len(cases['factory, 1000 Hz, 12 leads'][0]) // 1000} KB, median (90th percentile) "
+        f"{len(received) // 1000} KB, median (90th percentile) "
         f"ms: file fsync + rename + folder fsync {statistics.median(files):.2f} "
         f"({statistics.quantiles(files, n=10)[-1]:.2f}), SQLite commit "
         f"{statistics.median(commits):.2f} ({statistics.quantiles(commits, n=10)[-1]:.2f})"

@@ -22,6 +22,25 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on otherwis
 DEFAULT_CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
 
 
+def children_of(pid: int) -> list[int]:
+    """The child processes that ``pid``'s main thread started (where multiprocessing starts
+    its workers and its resource tracker)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def spawned_workers(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that multiprocessing spawned to run work (not its resource tracker)."""
+    return [pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's reaper may be slow or absent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from ecg2age_dicom.model import load_card
 from ecg2age_dicom.waveform import REQUIRED_LEADS
 from tests.cli_runner import run
 from tests.ecg_factory import make_ecg
-from tests.peers import CLI, DEFAULT_CARD, ROOT, wait_for
+from tests.peers import CLI, DEFAULT_CARD, ROOT, children_of, running, spawned_workers, wait_for
 
 pytestmark = pytest.mark.usefixtures("in_repository")
 
@@ -120,14 +120,6 @@ def test_resume_needs_an_output_file(folder, capsys):
     assert "--resume needs --output" in capsys.readouterr().err
 
 
-def _running(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status  # a zombie has ended, only not yet been reaped
-
-
 SAID_ON_STOP = {  # exit status and the line that says what happened, by how predict stops
     "kill -9": (-signal.SIGKILL, None),
     "ctrl-c": (130, "interrupted after"),
@@ -152,9 +144,8 @@ def test_a_stop_in_the_middle_then_resume_scores_every_file_once(tmp_path, stop)
         process = subprocess.Popen(command, cwd=ROOT, stderr=stderr, start_new_session=True)
     try:
         wait_for(lambda: output.exists() and output.read_text().count("\n") > 1, 120, "rows")
-        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True).stdout
-        children = [int(pid) for pid in found.split()]  # and multiprocessing's tracker
-        decoders = [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        children = children_of(process.pid)  # and multiprocessing's tracker
+        decoders = spawned_workers(children)
         assert len(decoders) == 2
         if stop == "ctrl-c":
             os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
@@ -174,7 +165,7 @@ def test_a_stop_in_the_middle_then_resume_scores_every_file_once(tmp_path, stop)
         assert "Traceback" not in said
     complete = output.read_text().count("\n") - 1  # less the header; a cut row has no end
     assert 0 < complete < 1200
-    wait_for(lambda: not any(map(_running, children)), 30, "the decoding processes to end")
+    wait_for(lambda: not any(map(running, children)), 30, "the decoding processes to end")
     resumed = subprocess.run(
         [*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )

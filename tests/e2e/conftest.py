@@ -17,7 +17,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ecg2age_dicom.store import make_engine, session_factory
-from tests.peers import CLI, DEFAULT_CARD, Processes, free_port, wait_for
+from tests.peers import (
+    CLI,
+    DEFAULT_CARD,
+    Processes,
+    children_of,
+    free_port,
+    spawned_workers,
+    wait_for,
+)
 
 if not all(shutil.which(tool) for tool in ("storescu", "storescp", "echoscu")):
     pytest.skip("DCMTK not installed (make install installs it)", allow_module_level=True)
@@ -69,15 +77,10 @@ class Service:
     def children(self) -> list[int]:
         """The service's child processes: its workers (and multiprocessing's tracker)."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return children_of(self.process.pid)
 
     def workers(self) -> list[int]:
-        return [
-            pid
-            for pid in self.children()
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        return spawned_workers(self.children())
 
     def kill9(self) -> list[int]:
         """kill -9 the service process alone; returns its child processes' pids."""

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import Delivery, Prediction, ReceivedInstance
 from tests.ecg_factory import make_ecg
-from tests.peers import echoscu, start_storescp, storescu, wait_for
+from tests.peers import echoscu, running, start_storescp, storescu, wait_for
 
 SAMPLE = Path(get_testdata_file("waveform_ecg.dcm"))
 
@@ -138,14 +138,6 @@ def test_destination_down_then_up(make_service, processes, tmp_path):
             )
 
     wait_for(delivered, 30, "the delivery rows to say delivered after several attempts")
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan's reaper may be slow or absent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
