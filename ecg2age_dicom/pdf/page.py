@@ -16,10 +16,11 @@ see :func:`_setup`):
   not validated for it.
 
 Text is text (searchable, copyable; Helvetica, or DejaVu Sans embedded for a header value
-Helvetica cannot show). The grid and traces are written as PDF path operators in one pass
-per lead (ReportLab's ``lineTo`` per point costs about 9 µs: 175 ms a page), in a coordinate
-system of 0.01 mm, in which 1 µV at 10 mm/mV is one unit; one sample in two is drawn (the one
-farther from the baseline, at the pair's first: 0.1 mm apart, no peak lowered).
+Helvetica cannot show). The grid and traces are written as PDF path operators (ReportLab's
+``lineTo`` per point costs about 9 µs: 175 ms a page): the grid formatted once, the traces
+in one call into a template of the layout, in a coordinate system of 0.01 mm, in which 1 µV
+at 10 mm/mV is one unit; one sample in two is drawn (the one farther from the baseline, at
+the pair's first: 0.1 mm apart, no peak lowered).
 """
 
 from __future__ import annotations
@@ -115,19 +116,19 @@ def row_baseline_mm(row: int) -> float:
 _PULSE = "0 0 m 100 0 l 100 1000 l 600 1000 l 600 0 l 700 0 l "
 
 
-@lru_cache(maxsize=4)
-def _polyline_template(points: int, pitch: int) -> str:
+def _polyline(points: int, pitch: int) -> str:
     """PDF path operators of a polyline of ``points`` points ``pitch`` units apart, with a
-    ``%d`` for each y: the x values are formatted once, the y values per page in one C call."""
+    ``%d`` for each y."""
     return "0 %d m " + "".join(f"{pitch * k} %d l " for k in range(1, points))
 
 
-def peaks(values: np.ndarray) -> np.ndarray:
-    """One value for each pair of samples, the one farther from the baseline: half the points
-    to write (0.1 mm apart on paper), no peak lowered, none moved by more than one sample."""
-    pairs = values[: values.size // 2 * 2].reshape(-1, 2)
-    farther = np.argmax(np.abs(pairs), axis=1)[:, np.newaxis]
-    return np.take_along_axis(pairs, farther, axis=1)[:, 0]
+def _peaks(values: np.ndarray) -> np.ndarray:
+    """One value for each pair of samples (along the last axis), the one farther from the
+    baseline: half the points to write (0.1 mm apart on paper), no peak lowered, none moved
+    by more than one sample."""
+    pairs = values[..., : values.shape[-1] // 2 * 2].reshape(*values.shape[:-1], -1, 2)
+    farther = np.argmax(np.abs(pairs), axis=-1)[..., np.newaxis]
+    return np.take_along_axis(pairs, farther, axis=-1)[..., 0]
 
 
 @lru_cache(maxsize=4)
@@ -152,32 +153,56 @@ PAIR_PITCH = round(2 * SPEED_MM_PER_S / SAMPLING_HZ / 0.01)
 """Trace units (0.01 mm) between two drawn points (one per pair of samples): 10."""
 
 
-def segments(signal_uv: np.ndarray, trace_left_mm: float) -> list[tuple[float, int, np.ndarray]]:
-    """(left edge in mm, row, µV) of the rhythm strip (row 3) and each 2.5 s lead segment
-    (rows 0-2, :data:`COLUMNS`): the layout the page and the console's trace share."""
+def drawn_segments(
+    signal_uv: np.ndarray, trace_left_mm: float
+) -> list[tuple[float, int, np.ndarray]]:
+    """(left edge in mm, row, points) of the rhythm strip (row 3) and each 2.5 s lead segment
+    (rows 0-2, :data:`COLUMNS`): each less its median, so that it sits on its row's line
+    whatever its offset, one point per pair of samples (:func:`_peaks`), in trace units (µV,
+    rounded). The page and the console's trace draw these."""
     column = round(COLUMN_S * SAMPLING_HZ)
-    laid_out = [(trace_left_mm, 3, signal_uv[:, LEADS.index(RHYTHM_LEAD)])]
+    rhythm = signal_uv[:, LEADS.index(RHYTHM_LEAD)][np.newaxis]
+    columns = np.stack(
+        [
+            signal_uv[index * column : (index + 1) * column, LEADS.index(name)]
+            for index, names in enumerate(COLUMNS)
+            for name in names
+        ]
+    )
+    rhythm_points, column_points = (
+        np.rint(_peaks(values - np.median(values, axis=1, keepdims=True))).astype(np.int64)
+        for values in (rhythm, columns)
+    )
+    laid_out = [(trace_left_mm, 3, rhythm_points[0])]
     for index, names in enumerate(COLUMNS):
         left = trace_left_mm + index * COLUMN_S * SPEED_MM_PER_S
-        rows = signal_uv[index * column : (index + 1) * column]
-        laid_out += [(left, row, rows[:, LEADS.index(name)]) for row, name in enumerate(names)]
+        points = column_points[index * len(names) : (index + 1) * len(names)]
+        laid_out += [(left, row, points[row]) for row in range(len(names))]
     return laid_out
 
 
-def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -> str:
-    """Every lead segment and the rhythm strip, each on its row's line whatever its offset
-    (less its median), with a calibration pulse per row; each path drawn from its own origin,
-    so that its numbers stay short."""
+@lru_cache(maxsize=4)
+def _traces_template(pulse_left_mm: float, layout: tuple[tuple[float, int, int], ...]) -> str:
+    """The trace layer's operators for segments at ``layout`` ((left mm, row, points) each),
+    with a ``%d`` for each point: a calibration pulse per row, then each segment drawn from
+    its own origin, so that its numbers stay short."""
     paths = [(pulse_left_mm, row, _PULSE) for row in range(4)]
-    for left, row, values in segments(signal_uv, trace_left_mm):
-        y = np.rint(peaks(values - np.median(values))).astype(np.int64).tolist()
-        paths.append((left, row, _polyline_template(len(y), PAIR_PITCH) % tuple(y)))
+    paths += [(left, row, _polyline(points, PAIR_PITCH)) for left, row, points in layout]
     width = 0.6 / UNIT  # 0.6 pt
     drawn = (
         f"q {UNIT:.6f} 0 0 {UNIT:.6f} {x * mm:.2f} {row_baseline_mm(row) * mm:.2f} cm {p}S Q"
         for x, row, p in paths
     )
     return f"q 0 0 0 RG {width:.1f} w 1 j " + " ".join(drawn) + " Q"
+
+
+def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -> str:
+    """Every lead segment and the rhythm strip (:func:`drawn_segments`), with a calibration
+    pulse per row: the layer's numbers formatted in one call."""
+    laid_out = drawn_segments(signal_uv, trace_left_mm)
+    layout = tuple((left, row, points.size) for left, row, points in laid_out)
+    points = np.concatenate([points for _, _, points in laid_out]).tolist()
+    return _traces_template(pulse_left_mm, layout) % tuple(points)
 
 
 def label_positions(trace_left_mm: float) -> list[tuple[str, float, float]]:

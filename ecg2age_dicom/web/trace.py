@@ -18,11 +18,10 @@ from ecg2age_dicom.pdf.page import (
     GRID_WIDTH_MM,
     PAIR_PITCH,
     PULSE_MM,
+    drawn_segments,
     grid_top_mm,
     label_positions,
-    peaks,
     row_baseline_mm,
-    segments,
 )
 
 UNITS_PER_MM = 100
@@ -63,10 +62,9 @@ def trace_svg(signal_uv: np.ndarray, leads_derived: Sequence[str]) -> str:
     ]
     for row in range(4):
         parts.append(f'<path transform="translate({at(1.0, row_baseline_mm(row))})" d="{_PULSE}"/>')
-    for left_mm, row, values in segments(signal_uv, PULSE_MM):
-        y = np.rint(-peaks(values - np.median(values))).astype(np.int64)
-        x = np.arange(y.size) * PAIR_PITCH
-        points = " ".join(f"{a},{b}" for a, b in zip(x.tolist(), y.tolist(), strict=True))
+    for left_mm, row, drawn in drawn_segments(signal_uv, PULSE_MM):
+        x = np.arange(drawn.size) * PAIR_PITCH
+        points = " ".join(f"{a},{-b}" for a, b in zip(x.tolist(), drawn.tolist(), strict=True))
         parts.append(
             f'<polyline class="lead" transform="translate({at(left_mm, row_baseline_mm(row))})" '
             f'points="{points}"/>'
