@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.model import load_card
 from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page
+from ecg2age_dicom.pdf.document import build_pdf_dataset
 from ecg2age_dicom.pdf import capture as raster
 from ecg2age_dicom.pdf import page as layout
 from ecg2age_dicom.sr import AlgorithmDescription, build_report
 from ecg2age_dicom.waveform import REQUIRED_LEADS
 from tests.ecg_factory import make_ecg
+from tests.test_sr import bare_ecg, odd_ecg
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "model_zoo" / "ECG2Age-PTBXL" / "model.toml"
@@ -152,6 +155,26 @@ def test_the_encapsulated_pdf_is_in_the_ecgs_study_beside_the_sr(sample, tmp_pat
     assert document.SeriesInstanceUID != sr.SeriesInstanceUID
     again = pydicom.dcmread(io.BytesIO(build_pdf_document(sample.header, pdf, RESEARCH)[1]))
     assert again.SeriesInstanceUID == document.SeriesInstanceUID  # one series per study
+
+
+def _as_read(document) -> tuple[dict, dict]:
+    """An instance as read from its Part 10 bytes: its dataset and File Meta as JSON."""
+    read = pydicom.dcmread(io.BytesIO(document))
+    return read.to_json_dict(), read.file_meta.to_json_dict()
+
+
+@pytest.mark.parametrize("source", ["sample", "bare", "odd"])
+@pytest.mark.parametrize("length", [2001, 2002])  # odd lengths are padded
+def test_the_encoded_pdf_instance_is_the_one_pydicom_writes(sample, source, length):
+    ecg = {"sample": lambda: sample.header, "bare": bare_ecg, "odd": odd_ecg}[source]()
+    pdf = (b"%PDF-1.4\n" + bytes(range(256)) * 8)[:length]
+    options = {"sop_instance_uid": "2.25.77", "content_datetime": datetime(2026, 1, 2, 3, 4, 5)}
+    uid, encoded = build_pdf_document(ecg, pdf, RESEARCH, **options)
+    buffer = io.BytesIO()
+    build_pdf_dataset(ecg, pdf, RESEARCH, **options).save_as(buffer, enforce_file_format=True)
+    assert uid == "2.25.77"
+    assert _as_read(encoded) == _as_read(buffer.getvalue())
+    assert pydicom.dcmread(io.BytesIO(encoded)).EncapsulatedDocumentLength == length
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def build_capture(
     image.DerivationDescription = (
         f"ECG age report page of {algorithm.name} {algorithm.version}{research}"
     )[:1024]
-    image.SourceInstanceSequence = [source_instance(ecg)]
+    image.SourceInstanceSequence = [source_instance(str(ecg.SOPClassUID), str(ecg.SOPInstanceUID))]
     buffer = io.BytesIO()
     image.save_as(buffer, enforce_file_format=True)
     return uid, buffer.getvalue()

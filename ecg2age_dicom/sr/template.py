@@ -1,15 +1,11 @@
 """The fast path: the same report as highdicom builds, encoded in a fraction of a millisecond.
 
 highdicom builds the report once per model version, SR class and with/without chronological
-age (:func:`prepare`), for a placeholder ECG whose every per-ECG value is a marker. That
-report is encoded once, with every sequence and item of undefined length, so that an element
-inside them can change length without any enclosing length changing; the encoding is then
-cut around the elements that hold markers. A report (:func:`build_report`) is the stored
-bytes with those elements encoded again by pydicom (``write_data_element``) for this ECG:
-its UIDs, patient / study attributes (cleaned by :func:`~ecg2age_dicom.sr.report.copied_
-attributes`; an optional one the ECG lacks is left out), evidence reference, dates,
-values and signal-quality text, and its SOP Instance UID in the File Meta (whose group length
-is counted again).
+age (:func:`prepare`), for a placeholder ECG whose every per-ECG value is a marker; that
+report becomes a :class:`~ecg2age_dicom.part10.Template`. A report (:func:`build_report`) is
+the template with this ECG's values: its UIDs, patient / study attributes (cleaned by
+:func:`~ecg2age_dicom.sr.report.copied_attributes`; an optional one the ECG lacks is left
+out), evidence reference, dates, values and signal-quality text, and its SOP Instance UID.
 """
 
 from __future__ import annotations
@@ -21,14 +17,10 @@ from datetime import datetime
 from functools import lru_cache
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
 from pydicom.uid import TwelveLeadECGWaveformStorage, generate_uid
 
-from ecg2age_dicom.dicomfile import FILE_META_ELEMENTS_START, PART10_PREFIX
+from ecg2age_dicom.part10 import Marker, Template
 from ecg2age_dicom.sr import codes
 from ecg2age_dicom.sr.report import (
     COPIED_KEYWORDS,
@@ -41,9 +33,6 @@ from ecg2age_dicom.sr.report import (
     series_uid_for,
 )
 
-ENCODINGS = ["utf_8"]  # ISO_IR 192, the report's Specific Character Set
-_FILE_META_GROUP_LENGTH = 0x00020000
-_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 _TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
 
 
@@ -59,26 +48,22 @@ class Report:
         return pydicom.dcmread(io.BytesIO(self.encoded))
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """A per-ECG element of the template: its tag, VR and the name of its value."""
-
-    tag: int
-    vr: str
-    name: str
-
-
-@dataclass(frozen=True)
-class _Template:
-    """The template's encoding cut around its slots: ``pieces[i]``, slot ``i``, ...,
-    ``pieces[-1]``; and its File Meta after the group length, cut around the Media Storage
-    SOP Instance UID (the one element that differs between reports)."""
-
-    pieces: tuple[bytes, ...]
-    slots: tuple[_Slot, ...]
-    meta_pieces: tuple[bytes, bytes]
-
-
+COPIED_MARKERS = {
+    "PatientName": "Marker^Name",
+    "PatientID": "MARKERID",
+    "PatientBirthDate": "19040404",
+    "PatientSex": "O",
+    "AccessionNumber": "MARKERACC",
+    "StudyID": "MARKERSTUDY",
+    "StudyDate": "19050505",
+    "StudyTime": "050505",
+    "ReferringPhysicianName": "Marker^Referrer",
+    "PatientAge": "099Y",
+    "IssuerOfPatientID": "MARKERISSUER",
+    "StudyDescription": "MARKER DESCRIPTION",
+}
+"""A distinct valid marker for each of :data:`~ecg2age_dicom.sr.report.COPIED_KEYWORDS`, for
+every report object's template."""
 # The per-ECG values of a report: name -> (the keyword of the element that holds it, a
 # distinct valid marker). The numbers sit in a NUM item twice: FD and DS (marker + 1000).
 _PER_ECG: dict[str, tuple[str, str | float]] = {
@@ -96,18 +81,7 @@ _PER_ECG: dict[str, tuple[str, str | float]] = {
     "ContentTime": ("ContentTime", "010101.000001"),
     "InstanceCreationTime": ("InstanceCreationTime", "020202.000002"),
     "ContributionDateTime": ("ContributionDateTime", "19030303030303.000003"),
-    "PatientName": ("PatientName", "Marker^Name"),
-    "PatientID": ("PatientID", "MARKERID"),
-    "PatientBirthDate": ("PatientBirthDate", "19040404"),
-    "PatientSex": ("PatientSex", "O"),
-    "AccessionNumber": ("AccessionNumber", "MARKERACC"),
-    "StudyID": ("StudyID", "MARKERSTUDY"),
-    "StudyDate": ("StudyDate", "19050505"),
-    "StudyTime": ("StudyTime", "050505"),
-    "ReferringPhysicianName": ("ReferringPhysicianName", "Marker^Referrer"),
-    "PatientAge": ("PatientAge", "099Y"),
-    "IssuerOfPatientID": ("IssuerOfPatientID", "MARKERISSUER"),
-    "StudyDescription": ("StudyDescription", "MARKER DESCRIPTION"),
+    **{keyword: (keyword, marker) for keyword, marker in COPIED_MARKERS.items()},
     codes.SIGNAL_QUALITY.value: ("TextValue", "MARKER QUALITY"),
     codes.PREDICTED_AGE.value: ("FloatingPointValue", 901.11),
     codes.CHRONOLOGICAL_AGE.value: ("FloatingPointValue", 902.22),
@@ -168,70 +142,17 @@ def _marked(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) 
     return document
 
 
-def _undefined_lengths(dataset: Dataset) -> None:
-    """Encode every sequence and item of ``dataset`` with undefined length (delimiters)."""
-    for element in dataset:
-        if element.VR == "SQ":
-            element.is_undefined_length = True
-            for item in element.value:
-                item.is_undefined_length_sequence_item = True
-                _undefined_lengths(item)
-
-
-def _encoded(element: DataElement) -> bytes:
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_data_element(buffer, element, ENCODINGS)
-    return buffer.getvalue()
-
-
-def _slots(document: Dataset) -> Iterator[tuple[_Slot, bytes]]:
-    """Every element of ``document`` that holds a marker (matched on tag and value), in
-    encoding order, with its encoded bytes."""
-    wanted: dict[tuple[int, object], str] = {}
+def _markers() -> Iterator[Marker]:
     for name, (keyword, value) in _PER_ECG.items():
-        tag = tag_for_keyword(keyword)
-        assert tag is not None, keyword
-        wanted[tag, value] = name
-        if isinstance(value, float):
-            wanted[tag_for_keyword("NumericValue") or 0, round(value + _DS_OFFSET, 2)] = name
-
-    def walk(dataset: Dataset) -> Iterator[tuple[_Slot, bytes]]:
-        for element in dataset:
-            if element.VR == "SQ":
-                for item in element.value:
-                    yield from walk(item)
-                continue
-            value = element.value
-            key = float(value) if element.VR in ("FD", "DS") else str(value)
-            name = wanted.get((element.tag, round(key, 2) if isinstance(key, float) else key))
-            if name is not None:
-                yield _Slot(element.tag, element.VR, name), _encoded(element)
-
-    yield from walk(document)
+        yield name, keyword, value
+        if isinstance(value, float):  # the NUM item's DS twin
+            yield name, "NumericValue", round(value + _DS_OFFSET, 2)
 
 
 @lru_cache(maxsize=32)
-def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> _Template:
-    """The cut encoding of a marked report, once per variant."""
-    document = _marked(algorithm, sr_class, with_age)
-    _undefined_lengths(document)
-    buffer = io.BytesIO()
-    document.save_as(buffer, enforce_file_format=True)
-    encoded = buffer.getvalue()
-    meta_length = pydicom.dcmread(io.BytesIO(encoded)).file_meta.FileMetaInformationGroupLength
-    end = FILE_META_ELEMENTS_START + meta_length
-    meta, body = encoded[FILE_META_ELEMENTS_START:end], encoded[end:]
-    uid = _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", _marker("SOPInstanceUID")))
-    before, after = meta.split(uid)
-    pieces, slots, position = [], [], 0
-    for slot, element in _slots(document):
-        at = body.index(element, position)
-        pieces.append(body[position:at])
-        slots.append(slot)
-        position = at + len(element)
-    pieces.append(body[position:])
-    return _Template(tuple(pieces), tuple(slots), (before, after))
+def _template(algorithm: AlgorithmDescription, sr_class: SRClass, with_age: bool) -> Template:
+    """The template of a marked report, once per variant."""
+    return Template.of(_marked(algorithm, sr_class, with_age), _markers())
 
 
 def prepare(algorithm: AlgorithmDescription, sr_class: SRClass) -> None:
@@ -257,10 +178,10 @@ def build_report(
     Parameters: as :func:`build_report_with_highdicom` (the tests check both give the same
     report). Returns the encoded report and its SOP Instance UID.
     """
-    template = _template(algorithm, sr_class, chronological_age_years is not None)
     uid = sop_instance_uid or generate_uid()
     when = content_datetime or datetime.now()
     study_uid = str(ecg.StudyInstanceUID)
+    template = _template(algorithm, sr_class, chronological_age_years is not None)
     values: dict[str, object] = {
         "SOPInstanceUID": uid,
         "StudyInstanceUID": study_uid,
@@ -288,13 +209,4 @@ def build_report(
                 predicted_age_years, chronological_age_years
             )
             values[codes.CORRECTED_AGE_GAP.value] = rounded_years(corrected)
-    parts = [template.pieces[0]]
-    for slot, piece in zip(template.slots, template.pieces[1:], strict=True):
-        value = values.get(slot.name)
-        if value is not None:  # an optional attribute the ECG lacks is left out
-            parts.append(_encoded(DataElement(slot.tag, slot.vr, value)))
-        parts.append(piece)
-    before, after = template.meta_pieces
-    meta = before + _encoded(DataElement(_MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid)) + after
-    length = _encoded(DataElement(_FILE_META_GROUP_LENGTH, "UL", len(meta)))
-    return Report(uid, PART10_PREFIX + length + meta + b"".join(parts))
+    return Report(uid, template.encode(values))
