@@ -4,8 +4,8 @@ Run: ``make bench`` or ``.venv/bin/python -m benchmarks.bench_e2e [--n 500] [--r
 [--backlog 10000]``. Starts ``serve`` (SQLite, default model, default ``[pipeline] workers =
 1``) with DCMTK ``storescp`` as the PACS and measures, for ``--runs`` bursts of N fresh ECGs
 each: the accept rate over one association, end-to-end throughput (until the last report
-object, SR and PDF by default, is at the PACS; then again for the same number of bursts with
-``[report] outputs = ["sr"]``), the CPU each process spent per ECG, and the delivery stalls
+object, SR and PDF by default, is at the PACS; and, alternating with those bursts, as many
+to a second service with ``[report] outputs = ["sr"]``, its own database and spool), the CPU each process spent per ECG, and the delivery stalls
 (pynetdicom's "unexpected message" and DIMSE timeouts in the log); then, once: accept over 4
 associations, latency receipt -> SR arrival (paced at 1 ECG/s and inside a burst), memory,
 a burst with ``[pipeline] workers = 2``, and memory with a backlog of received-but-unprocessed
@@ -214,6 +214,7 @@ class Service:
         pacs_port: int,
         workers: int = 1,
         database: Path | None = None,
+        spool: Path | None = None,
         outputs: tuple[str, ...] = ("sr", "pdf"),
         card: Path = CARD,
         model: str = "",
@@ -231,7 +232,7 @@ port = {self.port}
 max_associations = 16
 [storage]
 database_url = "sqlite:///{self.database}"
-spool_dir = "{work / "spool"}"
+spool_dir = "{spool or work / "spool"}"
 [model]
 card = "{card}"
 {model}
@@ -394,11 +395,29 @@ def main() -> None:
         service = Service(processes, work, pacs_port)
         memory = PeakSampler(service.process.pid)
         objects = len(service.outputs)
-        results = []
+        # The SR-only service beside it, with its own database and spool: the bursts of the
+        # two alternate (A B, B A, ...) so that the ratio does not follow the machine's drift.
+        sr_only = Service(
+            processes,
+            work,
+            pacs_port,
+            database=work / "sr-only.sqlite3",
+            spool=work / "sr-only-spool",
+            outputs=("sr",),
+        )
+        results, sr_only_e2e, delivered = [], [], 0
         for run, files in enumerate(bursts):
-            results.append(burst(service, pacs, files, run * args.n * objects))
-            print(f"burst {run + 1}: {results[-1]}", flush=True)
-        delivered = args.runs * args.n * objects
+            sr_only_files = make_files(work / f"sr-only{run}", args.n)
+            for kind in ("both", "sr") if run % 2 == 0 else ("sr", "both"):
+                if kind == "both":
+                    results.append(burst(service, pacs, files, delivered))
+                    delivered += args.n * objects
+                    print(f"burst {run + 1}, SR + PDF: {results[-1]}", flush=True)
+                else:
+                    sr_only_e2e.append(burst(sr_only, pacs, sr_only_files, delivered)["e2e"])
+                    delivered += args.n
+                    print(f"burst {run + 1}, SR only: {sr_only_e2e[-1]:.1f} ECG/s", flush=True)
+        sr_only.stop()
         accept_4 = args.n / send(service.port, four, "ECG2AGE", associations=4)
         delivered += args.n * objects
         wait_for(lambda: objects_at(pacs) >= delivered, 3600, "the reports")
@@ -416,14 +435,6 @@ def main() -> None:
         paced_latency = percentiles([arrived[u] - sent_at[u] for u in sent_at])
         peak_rss, peak_pss = rss_mb(service.process.pid), memory.stop()
         service.stop()
-
-        sr_only = Service(processes, work, pacs_port, outputs=("sr",))
-        sr_only_e2e = []
-        for run in range(args.runs):
-            files = make_files(work / f"sr-only{run}", args.n)
-            sr_only_e2e.append(burst(sr_only, pacs, files, delivered)["e2e"])
-            delivered += args.n
-        sr_only.stop()
 
         two = Service(processes, work, pacs_port, workers=2)
         memory = PeakSampler(two.process.pid)

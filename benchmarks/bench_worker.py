@@ -13,12 +13,14 @@ one worker process, so their CPU sums to what bounds its throughput on one core.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from ecg2age_dicom import logs
 from ecg2age_dicom.config import load_settings
 from ecg2age_dicom.delivery import Deliverer
 from ecg2age_dicom.model import ModelRuntime
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sc", action="store_true", help="also with the Secondary Capture")
     args = parser.parse_args()
+    logs.configure(logging.INFO)  # as the service's workers log (to stderr)
     runtime = ModelRuntime.load(CARD)
     variants = [["sr"], ["sr", "pdf"]] + ([["sr", "pdf", "sc"]] if args.sc else [])
     (ROOT / "var").mkdir(exist_ok=True)
