@@ -3,20 +3,19 @@
 Run: ``make bench`` or ``.venv/bin/python -m benchmarks.bench_e2e [--n 500] [--runs 3]
 [--backlog 10000]``. Starts ``serve`` (SQLite, default model, default ``[pipeline] workers =
 1``) with DCMTK ``storescp`` as the PACS and measures, for ``--runs`` bursts of N fresh ECGs
-each: the accept rate over one association, end-to-end throughput (until the last report
-object, SR and PDF by default, is at the PACS; and, alternating with those bursts, as many
-to a second service with ``[report] outputs = ["sr"]``, its own database and spool), the CPU each process spent per ECG, and the delivery stalls
-(pynetdicom's "unexpected message" and DIMSE timeouts in the log); then, once: accept over 4
-associations, latency receipt -> SR arrival (paced at 1 ECG/s and inside a burst), memory,
-a burst with ``[pipeline] workers = 2``, and memory with a backlog of received-but-unprocessed
-ECGs (a receive-only server, then a worker that drains it). Repeated figures are printed as
-median and worst over the runs. The service is several
-processes, so memory is the sum over them of each one's peak RSS (an upper bound: the
-shared TensorFlow libraries count once per worker) and the peak of their summed PSS (shared
-pages split between the processes: what the service really holds). Baselines in the same
-run, each measured ``--runs`` times: the bare model's best batched rate on the same inputs,
-pynetdicom's storescp app, DCMTK's storescp and Orthanc (when installed) receiving the same
-files. Every DCMTK-based
+each: the accept rate over one association, end-to-end throughput (until the last report object,
+SR and PDF by default, is at the PACS; and, alternating with those bursts, as many to a second
+service with ``[report] outputs = ["sr"]``, its own database and spool), the CPU each process
+spent per ECG, and the delivery stalls (pynetdicom's "unexpected message" and DIMSE timeouts in
+the log); then, once: accept over 4 associations, latency receipt -> SR arrival (paced at 1
+ECG/s and inside a burst), memory, a burst with ``[pipeline] workers = 2``, and memory with a
+backlog of received-but-unprocessed ECGs (a receive-only server, then a worker that drains it).
+Repeated figures are printed as median and worst over the runs. The service is several
+processes, so memory is the sum over them of each one's peak RSS (an upper bound: the shared
+TensorFlow libraries count once per worker) and the peak of their summed PSS (shared pages split
+between the processes: what the service really holds). Baselines in the same run, each measured
+``--runs`` times: the bare model's best batched rate on the same inputs, pynetdicom's storescp
+app, DCMTK's storescp and Orthanc (when installed) receiving the same files. Every DCMTK-based
 process runs with TCP_NODELAY=1. Prints one table and writes it to
 ``benchmarks/results/YYYY-MM-DD.md``.
 """

@@ -20,9 +20,9 @@ from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.model import load_card
 from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page
-from ecg2age_dicom.pdf.document import build_pdf_dataset
 from ecg2age_dicom.pdf import capture as raster
 from ecg2age_dicom.pdf import page as layout
+from ecg2age_dicom.pdf.document import build_pdf_dataset
 from ecg2age_dicom.sr import AlgorithmDescription, build_report
 from ecg2age_dicom.waveform import REQUIRED_LEADS
 from tests.ecg_factory import make_ecg
