@@ -7,8 +7,9 @@ millisecond, most of it bookkeeping that is the same for every report of one kin
 with every sequence and item of undefined length (so that an element inside them can change
 length without any enclosing length changing) and cuts the encoding around the elements that
 hold markers. :meth:`Template.encode` joins the stored pieces with those elements encoded
-again by pydicom (``write_data_element``) for one instance, and puts its SOP Instance UID in
-the File Meta (whose group length is counted again).
+again by pydicom (``write_data_element``) for one instance (a text or number element is
+encoded once for the last few hundred: an ECG's SR and PDF share most of them), and puts its
+SOP Instance UID in the File Meta (whose group length is counted again).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
@@ -56,6 +58,13 @@ def _encoded(element: DataElement) -> bytes:
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
     write_data_element(buffer, element, ENCODINGS)
     return buffer.getvalue()
+
+
+@lru_cache(maxsize=512, typed=True)  # typed: DS 1 and 1.0 are written apart
+def _encoded_value(tag: int, vr: str, value: str | int | float) -> bytes:
+    """An element of a text or number value, encoded once for the last few reports: the
+    SR and the PDF of one ECG share most of theirs (its study, patient and references)."""
+    return _encoded(DataElement(tag, vr, value))
 
 
 def _undefined_lengths(dataset: Dataset) -> None:
@@ -127,7 +136,9 @@ class Template:
         parts = [self.pieces[0]]
         for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
             value = values.get(slot.name)
-            if value is not None:
+            if isinstance(value, str | int | float):
+                parts.append(_encoded_value(slot.tag, slot.vr, value))
+            elif value is not None:  # the document itself: too large to keep
                 parts.append(_encoded(DataElement(slot.tag, slot.vr, value)))
             parts.append(piece)
         before, after = self.meta_pieces

@@ -12,6 +12,8 @@ import numpy as np
 import pydicom
 import pypdf
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage
 
@@ -203,6 +205,21 @@ def test_names_in_other_scripts_read_back_from_the_page(sample, name):
         header.PatientName = saved
     family, given = name.split("=")[0].split("^")
     assert f"{family}, {given}" in text
+
+
+@given(st.lists(st.integers(-(10**5) + 1, 10**5 - 1), max_size=40))
+def test_a_number_template_writes_each_value_as_percent_d_does(values):
+    template = "".join(f"{index * 10} %d l " for index in range(len(values))) + "S"
+    filled = layout.NumberTemplate.of(template).fill(np.array(values, dtype=np.int64))
+    assert filled.split() == (template % tuple(values)).split()
+    assert len(filled) == len(template) + (layout.FIELD - 2) * len(values)  # fixed fields
+
+
+def test_a_number_template_clips_what_its_fields_cannot_hold():
+    template = layout.NumberTemplate.of("%d %d %d")
+    assert template.fill(np.array([10**6, -(10**9), 7])).split() == ["99999", "-99999", "7"]
+    with pytest.raises(ValueError, match="2 values for 3 fields"):
+        template.fill(np.array([1, 2]))
 
 
 def test_the_same_result_gives_the_same_page(sample):
