@@ -21,7 +21,7 @@ from ecg2age_dicom import scoring
 from ecg2age_dicom.age import GapCorrection
 from ecg2age_dicom.dicomfile import read_dataset, write_atomically
 from ecg2age_dicom.model import load_card
-from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page
+from ecg2age_dicom.pdf import PageResult, build_capture, build_pdf_document, render_page, template
 from ecg2age_dicom.pdf import capture as raster
 from ecg2age_dicom.pdf import page as layout
 from ecg2age_dicom.pdf.document import build_pdf_dataset
@@ -220,6 +220,73 @@ def test_a_number_template_clips_what_its_fields_cannot_hold():
     assert template.fill(np.array([10**6, -(10**9), 7])).split() == ["99999", "-99999", "7"]
     with pytest.raises(ValueError, match="2 values for 3 fields"):
         template.fill(np.array([1, 2]))
+
+
+def drawn_by_reportlab(item, algorithm=RESEARCH, paper="A4", result=RESULT) -> bytes:
+    texts = layout.page_texts(item.header, item.ecg.leads_derived, result, algorithm, paper)
+    traces = layout.trace_layer(item.standard_signal)
+    return layout.draw_page(texts, traces, layout.page_title(algorithm), paper)
+
+
+CORRECTED = dataclasses.replace(
+    RESEARCH, gap_correction=GapCorrection("linear", (1.0, -0.1), "PTB-XL folds 5-8")
+)
+
+
+@pytest.mark.parametrize(
+    ("ecg", "algorithm", "paper", "result"),
+    [
+        ("sample", RESEARCH, "A4", RESULT),
+        ("sample", CLINICAL, "letter", PageResult(30.04, None, None, ())),
+        ("derived", CORRECTED, "A4", dataclasses.replace(RESULT, age_gap_corrected_years=-3.2)),
+        ("bare", RESEARCH, "A4", RESULT),
+        ("odd", RESEARCH, "letter", RESULT),
+    ],
+)
+def test_the_page_from_its_template_is_the_page_reportlab_draws(
+    sample, ecg, algorithm, paper, result
+):
+    card = load_card(CARD)
+    item = {
+        "sample": sample,
+        "derived": scoring.prepare(make_ecg(leads=REQUIRED_LEADS).dataset, card),
+        "bare": scoring.prepare(bare_ecg(), card),
+        "odd": scoring.prepare(odd_ecg(), card),
+    }[ecg]
+    assert page_of(item, algorithm, paper, result) == drawn_by_reportlab(
+        item, algorithm, paper, result
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "from_template"),
+    [
+        ("O'Brien (Jr)^Ann\\Marie", True),  # escaped as ReportLab escapes them
+        ("Müller^Jürgen", True),  # WinAnsi
+        ("Иванов^Иван", False),  # another font: ReportLab draws it
+    ],
+)
+def test_a_page_is_filled_from_its_template_when_its_texts_allow(
+    sample, monkeypatch, name, from_template
+):
+    page_of(sample)  # the layout's template, drawn once
+    header = sample.header
+    saved = header.PatientName
+    header.PatientName = name
+    try:
+        expected = drawn_by_reportlab(sample)
+
+        def not_drawn(*args, **kwargs):
+            raise AssertionError("drawn by ReportLab")
+
+        monkeypatch.setattr(template, "draw_page", not_drawn)
+        if from_template:
+            assert page_of(sample) == expected
+        else:
+            with pytest.raises(AssertionError, match="drawn by ReportLab"):
+                page_of(sample)
+    finally:
+        header.PatientName = saved
 
 
 def test_the_same_result_gives_the_same_page(sample):

@@ -1,9 +1,10 @@
-"""The one-page ECG report a clinician reads in any viewer: drawn with ReportLab, as vectors.
+"""The one-page ECG report a clinician reads in any viewer: its layout, drawn with ReportLab.
 
-:func:`render_page` is deterministic (ReportLab's invariant mode: no clock, no random IDs): from
-the ECG's header, its standard 10 s at 500 Hz (µV) and the result it returns the bytes of a
-one-page PDF, landscape A4 or Letter (it switches ReportLab's process-wide ASCII85 option off,
-see :func:`_setup`):
+:func:`page_texts` and :func:`trace_layer` lay out one ECG's page; :func:`draw_page` draws it
+with ReportLab, deterministically (invariant mode: no clock, no random IDs), as a one-page
+PDF, landscape A4 or Letter (it switches ReportLab's process-wide ASCII85 option off, see
+:func:`_setup`). :func:`~ecg2age_dicom.pdf.template.render_page` makes the same bytes from a
+template of the layout. The page:
 
 - a header: patient name, ID, sex, birth date (or age), acquisition date and time,
   institution, each cleaned to its VR as the SR copies them;
@@ -18,9 +19,10 @@ see :func:`_setup`):
 Text is text (searchable, copyable; Helvetica, or DejaVu Sans embedded for a header value
 Helvetica cannot show). The grid and traces are written as PDF path operators (ReportLab's
 ``lineTo`` per point costs about 9 µs: 175 ms a page): the grid formatted once, the traces
-in one call into a template of the layout, in a coordinate system of 0.01 mm, in which 1 µV
-at 10 mm/mV is one unit; one sample in two is drawn (the one farther from the baseline, at
-the pair's first: 0.1 mm apart, no peak lowered).
+written into a template of the layout in one vectorised pass (:class:`NumberTemplate`), in a
+coordinate system of 0.01 mm, in which 1 µV at 10 mm/mV is one unit; one sample in two is
+drawn (the one farther from the baseline, at the pair's first: 0.1 mm apart, no peak
+lowered). Streams are deflated by ISA-L (:class:`FastFlate`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class PageResult:
     age_gap_corrected_years: float | None = None  # when the card defines a correction
 
 
-class _FastFlate(pdfdoc.PDFStreamFilterZCompress):
+class FastFlate(pdfdoc.PDFStreamFilterZCompress):
     """Flate (zlib format) by Intel's ISA-L at its level 1: 0.2 ms a page, where zlib takes
     0.8 ms at its level 1 and 6 ms at ReportLab's level 6, for a page of about the same
     size (isal's level 1 compresses a little better than zlib's)."""
@@ -128,8 +130,8 @@ def _peaks(values: np.ndarray) -> np.ndarray:
     baseline: half the points to write (0.1 mm apart on paper), no peak lowered, none moved
     by more than one sample."""
     pairs = values[..., : values.shape[-1] // 2 * 2].reshape(*values.shape[:-1], -1, 2)
-    farther = np.argmax(np.abs(pairs), axis=-1)[..., np.newaxis]
-    return np.take_along_axis(pairs, farther, axis=-1)[..., 0]
+    first, second = pairs[..., 0], pairs[..., 1]
+    return np.where(np.abs(second) > np.abs(first), second, first)
 
 
 @lru_cache(maxsize=4)
@@ -262,8 +264,8 @@ def label_positions(trace_left_mm: float) -> list[tuple[str, float, float]]:
     return labels
 
 
-def _name(header: Dataset) -> str:
-    value = copied_attributes(header).get("PatientName") or ""
+def _name(value: str) -> str:
+    """A Patient's Name as "Family, Given" (or as it is, when it has no such parts)."""
     name = PersonName(value)
     text = ", ".join(part for part in (name.family_name, name.given_name) if part)
     return text or value.split("=")[0].replace("^", " ").strip() or "-"
@@ -298,7 +300,7 @@ def header_fields(header: Dataset) -> list[tuple[str, str]]:
         if part
     )
     return [
-        ("Patient", _name(header)),
+        ("Patient", _name(copied.get("PatientName") or "")),
         ("ID", copied.get("PatientID") or "-"),
         ("Sex", sex),
         ("Born" if birth else "Age", birth or age.lstrip("0") or "-"),
@@ -333,67 +335,94 @@ def result_lines(result: PageResult, algorithm: AlgorithmDescription) -> list[st
     ]
 
 
-def render_page(
+@dataclass(frozen=True)
+class PageText:
+    """One line of text on the page: font, size, where it starts (or, right-aligned, ends)
+    in points, and its words."""
+
+    font: str
+    size: float
+    x: float
+    y: float
+    text: str
+    right_aligned: bool = False
+    red: bool = False
+
+
+def page_texts(
     header: Dataset,
-    signal_uv: np.ndarray,
     leads_derived: Sequence[str],
     result: PageResult,
     algorithm: AlgorithmDescription,
     paper: str = "A4",
-) -> bytes:
-    """The report page as PDF bytes (see the module docstring).
+) -> list[PageText]:
+    """Every text on the page, in drawing order: lead labels, header, scale, result box,
+    "Not for clinical use" when it applies, and the footer."""
+    width, height = PAPER[paper]
+    texts = [
+        PageText(_BOLD, 9, x * mm, y * mm, lead + ("*" if lead in leads_derived else ""))
+        for lead, x, y in label_positions(MARGIN_MM + PULSE_MM)
+    ]
+    top = height / mm - MARGIN_MM
+    x = MARGIN_MM
+    for label, value in header_fields(header):
+        texts.append(PageText(_FONT, 8, x * mm, (top - 4) * mm, label))
+        texts.append(PageText(_value_font(value), 10, x * mm, (top - 9) * mm, value[:48]))
+        x += 45.0
+    scale = "25 mm/s, 10 mm/mV, calibration 1 mV"
+    derived = "; * derived from I and II" if leads_derived else ""
+    texts.append(PageText(_FONT, 7, MARGIN_MM * mm, (GRID_BOTTOM_MM - 4) * mm, scale + derived))
+    line_y = GRID_BOTTOM_MM - 11
+    for line in result_lines(result, algorithm):
+        texts.append(PageText(_FONT, 9, MARGIN_MM * mm, line_y * mm, line[:150]))
+        line_y -= 5.5
+    if not algorithm.validated_for_clinical_use:
+        right = (width / mm - MARGIN_MM) * mm
+        warning = "Not for clinical use"
+        texts.append(PageText(_BOLD, 14, right, (GRID_BOTTOM_MM - 12) * mm, warning, True, True))
+    footer = f"ecg2age-dicom {__version__}; ECG {header.get('SOPInstanceUID', '')}"
+    texts.append(PageText(_FONT, 6, MARGIN_MM * mm, (MARGIN_MM - 4) * mm, footer))
+    return texts
 
-    ``signal_uv``: 10 s at 500 Hz, (5000, 12) µV in :data:`LEADS` order (the standard ECG of
-    :func:`~ecg2age_dicom.waveform.to_model_input`).
-    """
+
+def page_title(algorithm: AlgorithmDescription) -> str:
+    """The PDF's document title."""
+    return f"ECG age report - {algorithm.name} {algorithm.version}"
+
+
+def trace_layer(signal_uv: np.ndarray) -> str:
+    """The page's traces and calibration pulses (PDF path operators), at their places."""
+    return _traces(signal_uv, MARGIN_MM + PULSE_MM, MARGIN_MM + 1.0)
+
+
+def draw_page(
+    texts: Sequence[PageText],
+    traces: str,
+    title: str,
+    paper: str = "A4",
+    flate: pdfdoc.PDFStreamFilterZCompress | None = None,
+) -> bytes:
+    """The page drawn by ReportLab: the grid, ``traces`` (:func:`trace_layer`) and
+    ``texts`` (:func:`page_texts`), its streams compressed by ``flate`` (:class:`FastFlate`
+    unless given)."""
     _setup()
     width, height = PAPER[paper]
     buffer = io.BytesIO()
     canvas = Canvas(buffer, pagesize=(width, height), pageCompression=0, invariant=1)
     # ReportLab's hook for the filters of every stream it does not compress itself
-    canvas._doc.defaultStreamFilters = [_FastFlate()]
-    canvas.setTitle(f"ECG age report - {algorithm.name} {algorithm.version}")
+    canvas._doc.defaultStreamFilters = [flate or FastFlate()]
+    canvas.setTitle(title)
     canvas.setCreator(f"ecg2age-dicom {__version__}")
-    pulse_left = MARGIN_MM + 1.0
-    trace_left = MARGIN_MM + PULSE_MM
     canvas.addLiteral(_grid(MARGIN_MM, PULSE_MM + GRID_WIDTH_MM))
-    canvas.addLiteral(_traces(signal_uv, trace_left, pulse_left))
-
-    canvas.setFont(_BOLD, 9)
-    for lead, x, y in label_positions(trace_left):
-        canvas.drawString(x * mm, y * mm, lead + ("*" if lead in leads_derived else ""))
-
-    top = height / mm - MARGIN_MM
-    x = MARGIN_MM
-    for label, value in header_fields(header):
-        canvas.setFont(_FONT, 8)
-        canvas.drawString(x * mm, (top - 4) * mm, label)
-        canvas.setFont(_value_font(value), 10)
-        canvas.drawString(x * mm, (top - 9) * mm, value[:48])
-        x += 45.0
-    canvas.setFont(_FONT, 7)
-    scale = "25 mm/s, 10 mm/mV, calibration 1 mV"
-    derived = "; * derived from I and II" if leads_derived else ""
-    canvas.drawString(MARGIN_MM * mm, (GRID_BOTTOM_MM - 4) * mm, scale + derived)
-
-    canvas.setFont(_FONT, 9)
-    line_y = GRID_BOTTOM_MM - 11
-    for line in result_lines(result, algorithm):
-        canvas.drawString(MARGIN_MM * mm, line_y * mm, line[:150])
-        line_y -= 5.5
-    if not algorithm.validated_for_clinical_use:
-        canvas.setFont(_BOLD, 14)
-        canvas.setFillColorRGB(0.75, 0, 0)
-        canvas.drawRightString(
-            (width / mm - MARGIN_MM) * mm, (GRID_BOTTOM_MM - 12) * mm, "Not for clinical use"
-        )
-    canvas.setFillColorRGB(0, 0, 0)
-    canvas.setFont(_FONT, 6)
-    canvas.drawString(
-        MARGIN_MM * mm,
-        (MARGIN_MM - 4) * mm,
-        f"ecg2age-dicom {__version__}; ECG {header.get('SOPInstanceUID', '')}",
-    )
+    canvas.addLiteral(traces)
+    red = False
+    for text in texts:
+        if text.red != red:
+            red = text.red
+            canvas.setFillColorRGB(0.75 if red else 0, 0, 0)
+        canvas.setFont(text.font, text.size)
+        draw = canvas.drawRightString if text.right_aligned else canvas.drawString
+        draw(text.x, text.y, text.text)
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()
