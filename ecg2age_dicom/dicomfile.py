@@ -55,8 +55,11 @@ def read_dataset(path: Path) -> FileDataset:
         raise InvalidECG(f"{path} is not a readable DICOM file: {exc}") from None
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
+def write_atomically(path: Path, data: bytes, *, defer_folder_sync: bool = False) -> Path:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename: all or nothing.
+    Then fsync the folder, so that the rename survives a power cut; with
+    ``defer_folder_sync`` the caller does that once for all its files
+    (:func:`sync_folder`) before it relies on them.
 
     On any failure (a full disk...) the temporary file is removed and the error raised.
     """
@@ -71,7 +74,8 @@ def write_atomically(path: Path, data: bytes) -> Path:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _sync_directory(path.parent)
+    if not defer_folder_sync:
+        sync_folder(path.parent)
     return path
 
 
@@ -85,11 +89,12 @@ def move_durably(source: Path, target: Path) -> Path:
     finally:
         os.close(descriptor)
     os.replace(source, target)
-    _sync_directory(target.parent)
+    sync_folder(target.parent)
     return target
 
 
-def _sync_directory(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync ``folder``: the renames and new names in it survive a power cut."""
     directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)  # the rename itself survives a power cut

@@ -4,7 +4,7 @@
       -> claim a batch (store) -> read + prepare each (scoring: identity, decode, model input)
       -> score the batch in one model call (scoring)
       -> build and write each report object, SR and PDF as ``[report] outputs`` says
-         (outputs, spool)
+         (outputs, spool; the folder synced once for the batch)
       -> results, reports and one delivery per report and destination, failures with their
          reasons, in one transaction (store)
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecg2age_dicom import metrics, scoring, sr
-from ecg2age_dicom.dicomfile import read_dataset, write_atomically
+from ecg2age_dicom.dicomfile import read_dataset, sync_folder, write_atomically
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.outputs import Output, build_outputs
@@ -123,6 +123,8 @@ class Pipeline:
                         instance.claimed_by = None
                 raise
             reports = self._reports(prepared, scores, failures)
+            if reports:  # their files' names, once for the batch, before the rows name them
+                sync_folder(self.spool.reports)
             with session.begin():
                 for instance, reason in failures:
                     queries.mark_failed(session, instance, reason)
@@ -187,7 +189,7 @@ class Pipeline:
     def _spooled(self, output: Output) -> queries.NewReport:
         """Write a report object into the spool, where it waits for its deliveries."""
         path = self.spool.report_path(output.sop_instance_uid)
-        write_atomically(path, output.encoded)
+        write_atomically(path, output.encoded, defer_folder_sync=True)
         return queries.NewReport(output.kind, output.sop_instance_uid, str(path))
 
     def _log(self, failures: list[tuple[ReceivedInstance, str]], reports: list[_Report]) -> None:

@@ -35,3 +35,12 @@ def test_a_move_keeps_the_bytes(tmp_path):
     source.write_bytes(b"ecg")
     target = move_durably(source, tmp_path / "received" / "1.2.dcm")
     assert target.read_bytes() == b"ecg" and not source.exists()
+
+
+def test_a_deferred_write_leaves_the_folder_sync_to_the_caller(tmp_path, monkeypatch):
+    synced: list[object] = []
+    monkeypatch.setattr(dicomfile, "sync_folder", synced.append)
+    write_atomically(tmp_path / "a.dcm", b"a", defer_folder_sync=True)
+    assert synced == [] and (tmp_path / "a.dcm").read_bytes() == b"a"
+    write_atomically(tmp_path / "b.dcm", b"b")
+    assert synced == [tmp_path]

@@ -18,7 +18,13 @@ from ecg2age_dicom.pipeline import Pipeline
 from ecg2age_dicom.receive import ReceiveOutcome, Receiver
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
-from ecg2age_dicom.store.models import Delivery, InstanceStatus, Prediction, ReceivedInstance
+from ecg2age_dicom.store.models import (
+    Delivery,
+    InstanceStatus,
+    Prediction,
+    ReceivedInstance,
+    Report,
+)
 from tests.ecg_factory import make_ecg
 from tests.model_factory import tiny_model, write_card
 from tests.receive_factory import receive
@@ -217,3 +223,25 @@ def test_the_corrected_gap_is_stored_where_the_card_defines_a_correction(store, 
     assert row.chronological_age_years == 42.0
     expected = row.predicted_age_years - 42.0 - (2.0 + 0.1 * 42.0)
     assert row.age_gap_corrected_years == pytest.approx(expected, abs=0.01)
+
+
+def test_a_batch_syncs_its_reports_folder_once_before_its_rows_name_the_files(
+    store, tiny_runtime, tmp_path, inputs, monkeypatch
+):
+    pipeline = make_pipeline(store, tiny_runtime, tmp_path, outputs=("sr", "pdf"))
+    spooled = receiver(store, tmp_path)
+    receive(spooled, inputs["sample"])
+    receive(spooled, inputs["no_age"])
+    synced: list[tuple[Path, int]] = []
+    _, sessions = store
+
+    def sync_folder(folder: Path) -> None:
+        with sessions() as session:  # how many report rows there are at that moment
+            synced.append((folder, session.scalar(select(func.count()).select_from(Report))))
+
+    monkeypatch.setattr("ecg2age_dicom.pipeline.sync_folder", sync_folder)
+    assert pipeline.run_once() == 2
+    assert len(synced) == 1
+    folder, rows = synced[0]
+    assert folder == tmp_path / "spool" / "sr" and len(list(folder.glob("*.dcm"))) == 4
+    assert rows == 0  # no row named a report file before its folder was synced
