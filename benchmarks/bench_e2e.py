@@ -61,10 +61,14 @@ STALL_LINES = ("Received unexpected", "DIMSE timeout reached while waiting")
 
 
 def make_files(folder: Path, count: int) -> list[Path]:
-    """Fresh ECGs (new UIDs), alternating 500 Hz and 1000 Hz, 10 s, 12 leads."""
+    """Fresh ECGs (new UIDs), alternating 500 Hz and 1000 Hz, 10 s, 12 leads, each of its own
+    patient (the report writers keep the last few hundred encoded elements)."""
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        make_ecg(fs=500 if i % 2 else 1000).write(folder / f"{i:05d}.dcm") for i in range(count)
+        make_ecg(fs=500 if i % 2 else 1000, patient_id=f"BENCH-{i:05d}").write(
+            folder / f"{i:05d}.dcm"
+        )
+        for i in range(count)
     ]
 
 

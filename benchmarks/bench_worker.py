@@ -52,7 +52,8 @@ def one_run(work: Path, runtime: ModelRuntime, outputs: list[str], n: int) -> di
         spool = Spool(work / "spool")
         receiver = Receiver(sessions, spool, max_bytes=10_000_000)
         for i in range(n):
-            receive(receiver, make_ecg(fs=500 if i % 2 else 1000).write(work / "ecg.dcm"))
+            ecg = make_ecg(fs=500 if i % 2 else 1000, patient_id=f"BENCH-{i:05d}")
+            receive(receiver, ecg.write(work / "ecg.dcm"))
         pipeline = Pipeline(sessions, runtime, spool, ["PACS"], outputs=outputs)
         deliverer = Deliverer(sessions, load_settings(config))
         marks = [(time.perf_counter(), time.process_time())]

@@ -2,7 +2,8 @@
 
 Every variant the decoder must handle is a parameter: SOP class, sampling rate, duration,
 lead coding (MDC, SCP-ECG, numeric MDC, Code Meaning only), lead order, units, sensitivity,
-correction factor, baseline, Bits Stored, padding, extra groups and transfer syntax.
+correction factor, baseline, Bits Stored, padding, extra groups and transfer syntax; and the
+Patient ID, for benchmarks of many patients.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ def make_ecg(
     median_group: bool = False,
     signal: np.ndarray | None = None,
     patient_age: str | None = "051Y",
+    patient_id: str = "FACTORY-1",
 ) -> FactoryECG:
     """Build an ECG dataset; see the module docstring for what each parameter varies."""
     truth = ecg_signal(fs, seconds) if signal is None else np.asarray(signal, dtype=float)
@@ -190,7 +192,7 @@ def make_ecg(
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = "ECG"
     ds.PatientName = "Test^Factory"
-    ds.PatientID = "FACTORY-1"
+    ds.PatientID = patient_id
     if patient_age:
         ds.PatientAge = patient_age
     ds.StudyDate = "20240102"
