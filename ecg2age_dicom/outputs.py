@@ -9,7 +9,7 @@ sc      Secondary Capture image of that page (:mod:`ecg2age_dicom.pdf.capture`),
 ======  ====================================================================================
 
 :func:`build_outputs` is pure: each object encoded, with its SOP Instance UID; the PDF and the
-image show the same page, drawn once.
+image show the same page, drawn once. :func:`prepare` makes their templates ahead.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ecg2age_dicom import pdf, sr
+from ecg2age_dicom.pdf import document, template
 from ecg2age_dicom.scoring import Scorable, Score
 
 KINDS = ("sr", "pdf", "sc")
@@ -30,6 +31,23 @@ class Output:
     kind: str
     sop_instance_uid: str
     encoded: bytes
+
+
+def prepare(
+    algorithm: sr.AlgorithmDescription,
+    kinds: Sequence[str],
+    *,
+    sr_class: sr.SRClass = sr.SRClass.COMPREHENSIVE,
+    paper: str = "A4",
+) -> None:
+    """Make the templates of ``kinds`` now, not on the first ECG (about a second for the
+    SR's, 0.1 s for the page's)."""
+    if "sr" in kinds:
+        sr.prepare(algorithm, sr_class)
+    if {"pdf", "sc"} & set(kinds):
+        template.prepare(algorithm, paper)
+    if "pdf" in kinds:
+        document.prepare(algorithm)
 
 
 def build_outputs(

@@ -33,6 +33,7 @@ from ecg2age_dicom.dicomfile import read_dataset, sync_folder, write_atomically
 from ecg2age_dicom.errors import InvalidECG
 from ecg2age_dicom.model import ModelRuntime
 from ecg2age_dicom.outputs import Output, build_outputs
+from ecg2age_dicom.outputs import prepare as prepare_outputs
 from ecg2age_dicom.spool import Spool
 from ecg2age_dicom.store import queries
 from ecg2age_dicom.store.models import InstanceStatus, ReceivedInstance
@@ -81,7 +82,7 @@ class Pipeline:
         self.worker_id = worker_id or default_worker_id()
         self.claim_timeout = claim_timeout
         self.algorithm = scoring.algorithm_of(runtime.card)
-        sr.prepare(self.algorithm, sr_class)
+        prepare_outputs(self.algorithm, self.outputs, sr_class=sr_class, paper=paper)
 
     def resume(self) -> int:
         """Requeue claims left by dead workers; returns how many."""

@@ -340,3 +340,14 @@ def test_the_page_shows_the_corrected_gap_where_the_card_defines_one(sample):
     assert "Age gap corrected for age: +12.5 years" in text
     assert "(quadratic correction fitted on PTB-XL folds 5-8 (n=8829))" in text
     assert "corrected" not in text_of(page_of(sample))  # no correction in the card: no line
+
+
+def test_prepared_templates_serve_the_first_ecg(sample, monkeypatch):
+    template._template.cache_clear()
+    template.prepare(RESEARCH, "A4")
+
+    def not_drawn(*args, **kwargs):
+        raise AssertionError("drawn by ReportLab")
+
+    monkeypatch.setattr(template, "draw_page", not_drawn)
+    assert text_of(page_of(sample)).startswith("I")  # from the template made beforehand

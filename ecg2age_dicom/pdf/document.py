@@ -128,6 +128,11 @@ def _template(algorithm: AlgorithmDescription) -> Template:
     return Template.of(marked, [(name, *held) for name, held in _MARKERS.items()])
 
 
+def prepare(algorithm: AlgorithmDescription) -> None:
+    """Make the instance's template now, not on the first ECG."""
+    _template(algorithm)
+
+
 def build_pdf_dataset(
     ecg: Dataset,
     pdf: bytes,

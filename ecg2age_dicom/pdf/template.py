@@ -34,6 +34,7 @@ from ecg2age_dicom.pdf.page import (
     trace_layer,
 )
 from ecg2age_dicom.sr.report import AlgorithmDescription
+from ecg2age_dicom.waveform import LEADS, STANDARD_HZ, STANDARD_SECONDS
 
 _TRACES = "@@traces@@"
 _XREF_ENTRY = re.compile(rb"(\d{10}) \d{5} n")
@@ -154,6 +155,14 @@ def _layout_of(texts: Sequence[PageText]) -> Layout:
         (t.font, t.size, t.x, t.y, t.text if t.right_aligned else "", t.right_aligned, t.red)
         for t in texts
     )
+
+
+def prepare(algorithm: AlgorithmDescription, paper: str) -> None:
+    """Make the page's template now, not on the first ECG (with ReportLab's fonts and the
+    trace layer's tables, about 0.1 s), from a blank page."""
+    samples = round(STANDARD_HZ * STANDARD_SECONDS)
+    blank = np.zeros((samples, len(LEADS)), dtype=np.float32)
+    render_page(Dataset(), blank, (), PageResult(0.0, None, None, ()), algorithm, paper)
 
 
 def render_page(
