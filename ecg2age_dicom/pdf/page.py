@@ -244,15 +244,6 @@ def _traces_template(
     return NumberTemplate.of(f"q 0 0 0 RG {width:.1f} w 1 j " + " ".join(drawn) + " Q")
 
 
-def _traces(signal_uv: np.ndarray, trace_left_mm: float, pulse_left_mm: float) -> str:
-    """Every lead segment and the rhythm strip (:func:`drawn_segments`), with a calibration
-    pulse per row: the layer's numbers written in one pass."""
-    laid_out = drawn_segments(signal_uv, trace_left_mm)
-    layout = tuple((left, row, points.size) for left, row, points in laid_out)
-    points = np.concatenate([points for _, _, points in laid_out])
-    return _traces_template(pulse_left_mm, layout).fill(points)
-
-
 def label_positions(trace_left_mm: float) -> list[tuple[str, float, float]]:
     """(lead, x, y) in mm for each segment's label."""
     labels = []
@@ -391,8 +382,13 @@ def page_title(algorithm: AlgorithmDescription) -> str:
 
 
 def trace_layer(signal_uv: np.ndarray) -> str:
-    """The page's traces and calibration pulses (PDF path operators), at their places."""
-    return _traces(signal_uv, MARGIN_MM + PULSE_MM, MARGIN_MM + 1.0)
+    """The page's traces (PDF path operators): every lead segment and the rhythm strip
+    (:func:`drawn_segments`), with a calibration pulse per row, the layer's numbers written
+    in one pass."""
+    laid_out = drawn_segments(signal_uv, MARGIN_MM + PULSE_MM)
+    layout = tuple((left, row, points.size) for left, row, points in laid_out)
+    points = np.concatenate([points for _, _, points in laid_out])
+    return _traces_template(MARGIN_MM + 1.0, layout).fill(points)
 
 
 def draw_page(

@@ -94,14 +94,14 @@ class PageTemplate:
             raise ValueError("the template page's content stream is not found once")
         start = page.index(content)
         end = start + len(content)
-        head, _, rest = page[:start].rpartition(b"/Length ")
-        length, newline, to_stream = rest.partition(b"\n")
+        head, _, length_on = page[:start].rpartition(b"/Length ")
+        length, _, to_stream = length_on.partition(b"\n")
         # What follows the content stream: only the cross-reference table and trailer, whose
         # offsets (all before the stream) stay as they are.
         after = page[end:]
         xref_after_stream = after.index(b"\nxref\n") + 1
-        to_offset, _, rest = after.partition(b"startxref\n")
-        offset, newline, tail = rest.partition(b"\n")
+        to_offset, _, offset_on = after.partition(b"startxref\n")
+        offset, _, tail = offset_on.partition(b"\n")
         offsets = [int(found) for found in _XREF_ENTRY.findall(after)]
         if (
             int(length) != len(content)
@@ -117,9 +117,9 @@ class PageTemplate:
             pieces[-1:] = [before, after_token]
         return cls(
             head + b"/Length ",
-            newline + to_stream,
+            b"\n" + to_stream,
             to_offset + b"startxref\n",
-            newline + tail,
+            b"\n" + tail,
             xref_after_stream,
             tuple(pieces),
         )
